@@ -1,0 +1,24 @@
+//! Getting frames in and out of the switch: TAP devices, in-memory ports for
+//! tests, and the netns / netlink plumbing that puts a TAP into a namespace.
+
+pub mod endpoint;
+pub mod mem;
+pub mod netlink;
+pub mod netns;
+pub mod tap;
+
+use std::io;
+use std::os::fd::RawFd;
+
+/// A port the switch can receive frames from and send frames to.
+///
+/// `recv` never blocks: it returns `Err(WouldBlock)` when nothing is queued.
+/// Implementations are shared between worker threads, so `send` takes `&self`.
+pub trait FrameIo: Send + Sync {
+    /// Copy the next frame into `buf` and return its length.
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize>;
+    /// Send one whole frame.
+    fn send(&self, frame: &[u8]) -> io::Result<()>;
+    /// A file descriptor that polls readable when frames are queued, if any.
+    fn poll_fd(&self) -> Option<RawFd>;
+}

@@ -1,0 +1,338 @@
+//! The switch as the control plane sees it: networks and ports are added and
+//! removed here, published to the workers as an immutable [`Snapshot`].
+//!
+//! Workers never lock: they load the current snapshot once per batch. A
+//! change builds a new snapshot beside the old one, publishes it, and wakes
+//! the workers so they pick up new ports at once.
+
+use crate::fdb::{self, Fdb, PortId};
+use crate::stats::{DropCounters, PortCounters, PortReport, Report, WorkerCounters, WorkerReport};
+use crate::worker::{self, Engine, Waker};
+use arc_swap::ArcSwap;
+use ipnet::Ipv4Net;
+use parking_lot::Mutex;
+use ports::FrameIo;
+use proto::MacAddr;
+use rustc_hash::FxHashMap;
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Learned MACs not seen for this long are forgotten (the Linux bridge's default).
+pub const DEFAULT_FDB_AGING: Duration = Duration::from_secs(300);
+
+/// What the data path needs to know of a network.
+#[derive(Clone, Debug)]
+pub struct NetworkSpec {
+    pub index: u32,
+    pub name: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    pub gateway_mac: MacAddr,
+}
+
+/// What the data path needs to know of a port.
+#[derive(Clone)]
+pub struct PortSpec {
+    pub network: u32,
+    /// Label in stats, e.g. "ns1/eth0".
+    pub name: String,
+    pub mac: MacAddr,
+    pub ipv4: Ipv4Addr,
+    pub io: Arc<dyn FrameIo>,
+}
+
+pub struct Port {
+    pub id: PortId,
+    pub spec: PortSpec,
+    /// Index of the worker that receives from this port, if any runs.
+    pub worker: Option<usize>,
+    pub counters: PortCounters,
+}
+
+/// One network's bridge domain as the workers see it.
+pub struct Domain {
+    pub spec: NetworkSpec,
+    pub ports: Vec<Arc<Port>>,
+    /// Addresses the ARP proxy answers for: endpoint IPv4 → (MAC, port).
+    pub neighbours: FxHashMap<Ipv4Addr, (MacAddr, PortId)>,
+    pub fdb: Arc<Fdb>,
+}
+
+impl Domain {
+    fn new(spec: NetworkSpec, ports: Vec<Arc<Port>>, fdb: Arc<Fdb>) -> Domain {
+        let neighbours = ports.iter().map(|p| (p.spec.ipv4, (p.spec.mac, p.id))).collect();
+        Domain { spec, ports, neighbours, fdb }
+    }
+}
+
+/// Everything the workers read, published as a whole.
+#[derive(Default, Clone)]
+pub struct Snapshot {
+    pub generation: u64,
+    pub ports: FxHashMap<PortId, Arc<Port>>,
+    pub networks: FxHashMap<u32, Arc<Domain>>,
+}
+
+/// What the control plane shares with one worker.
+pub(crate) struct WorkerSlot {
+    pub waker: Waker,
+    pub counters: WorkerCounters,
+    /// The snapshot generation the worker has taken in (its epoll set matches it).
+    pub synced: AtomicU64,
+}
+
+/// How long a port removal waits for workers to let go of the port.
+const RELEASE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// State shared between the control plane and the workers.
+pub(crate) struct Shared {
+    pub snapshot: ArcSwap<Snapshot>,
+    pub drops: DropCounters,
+    pub workers: Vec<WorkerSlot>,
+    pub stop: AtomicBool,
+    pub started: Instant,
+}
+
+impl Shared {
+    /// Seconds since the switch started: the FDB's clock.
+    pub fn now_secs(&self) -> u32 {
+        self.started.elapsed().as_secs() as u32
+    }
+}
+
+pub struct Switch {
+    shared: Arc<Shared>,
+    /// Serialises changes to the snapshot; never taken by workers.
+    control: Mutex<Control>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    /// Used by `poll_all` when the switch runs without worker threads.
+    inline_engine: Mutex<Engine>,
+    fdb_aging: Duration,
+}
+
+#[derive(Default)]
+struct Control {
+    next_port: PortId,
+}
+
+impl Switch {
+    /// Start a switch with `workers` pinned worker threads. With zero, nothing
+    /// polls the ports on its own: tests drive it with [`Switch::poll_all`].
+    pub fn start(workers: usize) -> std::io::Result<Switch> {
+        Self::start_with_aging(workers, DEFAULT_FDB_AGING)
+    }
+
+    pub fn start_with_aging(workers: usize, fdb_aging: Duration) -> std::io::Result<Switch> {
+        let mut slots = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            slots.push(WorkerSlot {
+                waker: Waker::new()?,
+                counters: WorkerCounters::default(),
+                synced: AtomicU64::new(0),
+            });
+        }
+        let shared = Arc::new(Shared {
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
+            drops: DropCounters::default(),
+            workers: slots,
+            stop: AtomicBool::new(false),
+            started: Instant::now(),
+        });
+        let mut threads = Vec::with_capacity(workers + 1);
+        for index in 0..workers {
+            threads.push(worker::spawn(shared.clone(), index)?);
+        }
+        threads.push(spawn_housekeeping(shared.clone(), fdb_aging)?);
+        Ok(Switch {
+            shared,
+            control: Mutex::new(Control { next_port: 1 }),
+            threads: Mutex::new(threads),
+            inline_engine: Mutex::new(Engine::new()),
+            fdb_aging,
+        })
+    }
+
+    pub fn fdb_aging(&self) -> Duration {
+        self.fdb_aging
+    }
+
+    /// Apply `change` to a copy of the snapshot and publish it; returns its generation.
+    fn publish(&self, change: impl FnOnce(&mut Snapshot)) -> u64 {
+        let mut next = Snapshot::clone(&self.shared.snapshot.load());
+        next.generation += 1;
+        change(&mut next);
+        let generation = next.generation;
+        self.shared.snapshot.store(Arc::new(next));
+        generation
+    }
+
+    pub fn add_network(&self, spec: NetworkSpec) -> Result<(), String> {
+        let _c = self.control.lock();
+        if self.shared.snapshot.load().networks.contains_key(&spec.index) {
+            return Err(format!("network index {} already in the data path", spec.index));
+        }
+        self.publish(|s| {
+            let domain = Domain::new(spec.clone(), Vec::new(), Arc::new(Fdb::default()));
+            s.networks.insert(spec.index, Arc::new(domain));
+        });
+        Ok(())
+    }
+
+    pub fn remove_network(&self, index: u32) -> Result<(), String> {
+        let _c = self.control.lock();
+        let snap = self.shared.snapshot.load();
+        let domain = snap.networks.get(&index).ok_or_else(|| format!("no network index {index}"))?;
+        if !domain.ports.is_empty() {
+            return Err(format!("network {} still has {} ports", domain.spec.name, domain.ports.len()));
+        }
+        self.publish(|s| {
+            s.networks.remove(&index);
+        });
+        Ok(())
+    }
+
+    /// Attach a port; its worker starts receiving from it at once.
+    pub fn add_port(&self, spec: PortSpec) -> Result<PortId, String> {
+        let mut control = self.control.lock();
+        let snap = self.shared.snapshot.load();
+        let domain = snap.networks.get(&spec.network).ok_or_else(|| format!("no network index {}", spec.network))?;
+        let id = control.next_port;
+        control.next_port += 1;
+        let port =
+            Arc::new(Port { id, worker: self.least_loaded_worker(&snap), spec, counters: PortCounters::default() });
+        domain.fdb.add_static(port.spec.mac, id);
+        let mut ports = domain.ports.clone();
+        ports.push(port.clone());
+        let rebuilt = Domain::new(domain.spec.clone(), ports, domain.fdb.clone());
+        self.publish(|s| {
+            s.ports.insert(id, port.clone());
+            s.networks.insert(rebuilt.spec.index, Arc::new(rebuilt));
+        });
+        self.wake(port.worker);
+        Ok(id)
+    }
+
+    pub fn remove_port(&self, id: PortId) -> Result<(), String> {
+        let _c = self.control.lock();
+        let snap = self.shared.snapshot.load();
+        let port = snap.ports.get(&id).ok_or_else(|| format!("no port {id}"))?.clone();
+        let domain = snap.networks[&port.spec.network].clone();
+        let ports = domain.ports.iter().filter(|p| p.id != id).cloned().collect();
+        let rebuilt = Domain::new(domain.spec.clone(), ports, domain.fdb.clone());
+        let generation = self.publish(|s| {
+            s.ports.remove(&id);
+            s.networks.insert(rebuilt.spec.index, Arc::new(rebuilt));
+        });
+        domain.fdb.remove_port(id);
+        self.wake(port.worker);
+        if let Some(w) = port.worker {
+            self.wait_synced(w, generation);
+        }
+        Ok(())
+    }
+
+    /// Wait until worker `w` has taken in `generation`, so that it has let go
+    /// of removed ports (and their file descriptors) when this returns.
+    fn wait_synced(&self, w: usize, generation: u64) {
+        let deadline = Instant::now() + RELEASE_TIMEOUT;
+        while self.shared.workers[w].synced.load(Ordering::Acquire) < generation {
+            if Instant::now() > deadline {
+                log::warn!("worker {w} did not take in snapshot {generation} in time");
+                return;
+            }
+            std::thread::sleep(Duration::from_micros(200));
+        }
+    }
+
+    fn least_loaded_worker(&self, snap: &Snapshot) -> Option<usize> {
+        let mut load = vec![0usize; self.shared.workers.len()];
+        for w in snap.ports.values().filter_map(|p| p.worker) {
+            load[w] += 1;
+        }
+        (0..load.len()).min_by_key(|w| load[*w])
+    }
+
+    fn wake(&self, worker: Option<usize>) {
+        if let Some(w) = worker {
+            self.shared.workers[w].waker.wake();
+        }
+    }
+
+    /// Receive once from every port and handle what came, on the calling
+    /// thread. For tests and benches of a switch started with no workers.
+    pub fn poll_all(&self) -> usize {
+        let snap = self.shared.snapshot.load_full();
+        let mut engine = self.inline_engine.lock();
+        snap.ports.values().map(|p| engine.poll_port(&self.shared, &snap, p)).sum()
+    }
+
+    /// The FDB of a network, for `vsctl fdb-show`.
+    pub fn fdb_rows(&self, network: u32) -> Option<Vec<fdb::Row>> {
+        let snap = self.shared.snapshot.load();
+        let domain = snap.networks.get(&network)?;
+        Some(domain.fdb.rows(self.shared.now_secs()))
+    }
+
+    pub fn report(&self) -> Report {
+        let snap = self.shared.snapshot.load();
+        let mut ports: Vec<PortReport> = snap
+            .ports
+            .values()
+            .map(|p| {
+                let net = snap.networks.get(&p.spec.network).map(|d| d.spec.name.clone()).unwrap_or_default();
+                PortReport::new(p.id, p.spec.name.clone(), net, &p.counters)
+            })
+            .collect();
+        ports.sort_by_key(|p| p.id);
+        let elapsed_ns = self.shared.started.elapsed().as_nanos().max(1) as f64;
+        let workers = self
+            .shared
+            .workers
+            .iter()
+            .enumerate()
+            .map(|(index, slot)| (index, &slot.counters))
+            .map(|(index, c)| WorkerReport {
+                index,
+                ports: snap.ports.values().filter(|p| p.worker == Some(index)).count(),
+                packets: c.packets.load(Ordering::Relaxed),
+                busy_percent: c.busy_ns.load(Ordering::Relaxed) as f64 * 100.0 / elapsed_ns,
+            })
+            .collect();
+        Report { ports, workers, drops: self.shared.drops.report() }
+    }
+
+    /// Stop the workers and wait for them.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::SeqCst);
+        for slot in &self.shared.workers {
+            slot.waker.wake();
+        }
+        for t in self.threads.lock().drain(..) {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Switch {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+/// Ages the FDBs once a second.
+fn spawn_housekeeping(shared: Arc<Shared>, aging: Duration) -> std::io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name("vsw-housekeeping".into()).spawn(move || {
+        let max_age = aging.as_secs().max(1) as u32;
+        while !shared.stop.load(Ordering::SeqCst) {
+            std::thread::park_timeout(Duration::from_secs(1));
+            let now = shared.now_secs();
+            for domain in shared.snapshot.load().networks.values() {
+                domain.fdb.age(now, max_age);
+            }
+        }
+    })
+}

@@ -1,0 +1,13 @@
+//! The engine of vswitch: networks and their address management (model, IPAM),
+//! the forwarding tables (FDB), the pipeline stages a frame goes through, and
+//! the per-core workers that run them over the ports.
+
+pub mod datapath;
+pub mod fdb;
+pub mod ipam;
+pub mod model;
+pub mod pipeline;
+pub mod stats;
+mod worker;
+
+pub use datapath::{NetworkSpec, PortSpec, Switch};

@@ -1,0 +1,94 @@
+//! The desired state the daemon keeps and persists: networks and endpoints.
+
+use ipnet::Ipv4Net;
+use proto::MacAddr;
+use serde::{Deserialize, Serialize};
+use std::net::Ipv4Addr;
+
+/// The default network every switch has, as docker0 is to Docker.
+pub const DEFAULT_NETWORK: &str = "bridge";
+pub const DEFAULT_MTU: u32 = 1500;
+
+/// A bridge network: one isolated L2 domain with its subnet and gateway.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Network {
+    /// 64 hex digits, like a Docker network ID.
+    pub id: String,
+    pub name: String,
+    /// RFC 3339 creation time.
+    pub created: String,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// Where IPAM hands out addresses from (defaults to the subnet).
+    pub ip_range: Option<Ipv4Net>,
+    pub mtu: u32,
+    /// Small number the data path knows the network by.
+    pub index: u32,
+}
+
+impl Network {
+    /// The switch's MAC on this network, Docker-style from the gateway address.
+    pub fn gateway_mac(&self) -> MacAddr {
+        MacAddr::from_ipv4(self.gateway)
+    }
+}
+
+/// A namespace's port on a network.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Endpoint {
+    /// 64 hex digits, like a Docker endpoint ID.
+    pub id: String,
+    /// Name of the network it is attached to.
+    pub network: String,
+    /// `ip netns` name of the namespace.
+    pub netns: String,
+    /// The endpoint's (container's) name, defaults to the namespace name.
+    pub name: String,
+    /// Interface name inside the namespace: eth0, eth1...
+    pub ifname: String,
+    #[serde(with = "mac_string")]
+    pub mac: MacAddr,
+    pub ipv4: Ipv4Addr,
+    /// The switch created the namespace and removes it with its last port.
+    pub owns_netns: bool,
+}
+
+/// New random identifier of 64 hex digits, like Docker's.
+pub fn new_id() -> String {
+    use std::io::Read;
+    let mut bytes = [0u8; 32];
+    let filled = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
+    if filled.is_err() {
+        // No urandom: fall back to the clock, still unique enough for one host.
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos();
+        bytes[..16].copy_from_slice(&nanos.to_le_bytes());
+    }
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+mod mac_string {
+    use proto::MacAddr;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(mac: &MacAddr, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(mac)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<MacAddr, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_64_hex_digits_and_differ() {
+        let (a, b) = (new_id(), new_id());
+        assert_eq!(a.len(), 64);
+        assert!(a.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+}

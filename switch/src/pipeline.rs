@@ -1,0 +1,134 @@
+//! The stages a received frame goes through, each a small function that
+//! returns a [`Verdict`] or passes the frame on:
+//!
+//! classify (parse and check headers) → ARP proxy → gateway (ICMP echo) → L2
+//! (learn, lookup, flood). The worker applies the verdict.
+
+use crate::datapath::{Domain, Port};
+use crate::fdb::{self, PortId};
+use crate::stats::DropReason;
+use proto::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use proto::{arp, icmp, ipv4, ipv6, MacAddr};
+
+/// What to do with a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Send it unchanged to one port.
+    Forward(PortId),
+    /// Send it unchanged to every other port of the network.
+    Flood,
+    /// Send the frame built in the scratch buffer (this many bytes) back out
+    /// of the port it came in on.
+    Reply(usize),
+    Drop(DropReason),
+}
+
+/// What a stage sees besides the frame.
+pub struct Context<'a> {
+    pub net: &'a Domain,
+    pub fdb: &'a fdb::Map,
+    pub in_port: &'a Port,
+    /// Seconds on the switch's clock.
+    pub now: u32,
+}
+
+/// Run one frame through every stage.
+#[inline]
+pub fn process(ctx: &Context, frame: &[u8], scratch: &mut [u8]) -> Verdict {
+    let eth = match classify(frame) {
+        Ok(eth) => eth,
+        Err(reason) => return Verdict::Drop(reason),
+    };
+    ctx.net.fdb.learn(ctx.fdb, eth.src(), ctx.in_port.id, ctx.now);
+    if eth.ethertype() == ETHERTYPE_ARP {
+        if let Some(v) = arp_proxy(ctx, &eth, scratch) {
+            return v;
+        }
+    }
+    if eth.dst() == ctx.net.spec.gateway_mac {
+        return gateway(ctx, &eth, scratch);
+    }
+    l2(ctx, &eth)
+}
+
+/// Parse the Ethernet header and check the header of what it carries, so
+/// that later stages never meet a length that lies.
+pub fn classify(frame: &[u8]) -> Result<ethernet::Frame<'_>, DropReason> {
+    let eth = ethernet::Frame::parse(frame).map_err(|_| DropReason::Malformed)?;
+    if eth.src().is_multicast() {
+        return Err(DropReason::Malformed);
+    }
+    let checked = match eth.ethertype() {
+        ETHERTYPE_IPV4 => ipv4::Packet::parse(eth.payload()).is_ok(),
+        ETHERTYPE_ARP => arp::Packet::parse(eth.payload()).is_ok(),
+        ETHERTYPE_IPV6 => ipv6::Packet::parse(eth.payload()).is_ok(),
+        _ => return Err(DropReason::UnsupportedEthertype),
+    };
+    if checked {
+        Ok(eth)
+    } else {
+        Err(DropReason::Malformed)
+    }
+}
+
+/// Answer ARP requests for addresses the switch knows (the gateway and the
+/// network's endpoints) on the asking port instead of flooding them. Returns
+/// None to let the frame go on to L2 (replies, gratuitous ARP, unknown targets).
+pub fn arp_proxy(ctx: &Context, eth: &ethernet::Frame, scratch: &mut [u8]) -> Option<Verdict> {
+    let req = arp::Packet::parse(eth.payload()).ok()?;
+    if req.op() != arp::OP_REQUEST || req.sender_ip() == req.target_ip() {
+        return None;
+    }
+    let target = req.target_ip();
+    let answer = if target == ctx.net.spec.gateway {
+        ctx.net.spec.gateway_mac
+    } else {
+        match ctx.net.neighbours.get(&target) {
+            // An endpoint asking for its own address is probing for a
+            // duplicate: let the probe through rather than answer it.
+            Some((_, port)) if *port == ctx.in_port.id => return None,
+            Some((mac, _)) => *mac,
+            None => return None,
+        }
+    };
+    let sender = arp::Host { mac: answer, ip: target };
+    let asker = arp::Host { mac: req.sender_mac(), ip: req.sender_ip() };
+    let len = arp::write_frame(scratch, arp::OP_REPLY, sender, asker, eth.src());
+    Some(Verdict::Reply(len))
+}
+
+/// Frames for the switch's own MAC: it answers pings to the gateway
+/// address. Routing beyond the network is not there yet: counted and dropped.
+pub fn gateway(ctx: &Context, eth: &ethernet::Frame, scratch: &mut [u8]) -> Verdict {
+    if eth.ethertype() != ETHERTYPE_IPV4 {
+        return Verdict::Drop(DropReason::NoRoute);
+    }
+    let Ok(ip) = ipv4::Packet::parse(eth.payload()) else {
+        return Verdict::Drop(DropReason::Malformed);
+    };
+    if ip.dst() != ctx.net.spec.gateway {
+        return Verdict::Drop(DropReason::NoRoute);
+    }
+    match icmp::is_echo_request(&ip) {
+        Ok(true) => match icmp::write_echo_reply(scratch, &ip, eth.src(), ctx.net.spec.gateway_mac) {
+            Some(len) => Verdict::Reply(len),
+            None => Verdict::Drop(DropReason::Malformed),
+        },
+        Ok(false) => Verdict::Drop(DropReason::NoRoute),
+        Err(_) => Verdict::Drop(DropReason::Malformed),
+    }
+}
+
+/// Learning bridge: known unicast goes to its port, the rest floods.
+#[inline]
+pub fn l2(ctx: &Context, eth: &ethernet::Frame) -> Verdict {
+    let dst: MacAddr = eth.dst();
+    if dst.is_multicast() {
+        return Verdict::Flood;
+    }
+    match ctx.fdb.get(&dst) {
+        Some(entry) if entry.port() == ctx.in_port.id => Verdict::Drop(DropReason::SamePort),
+        Some(entry) => Verdict::Forward(entry.port()),
+        None => Verdict::Flood,
+    }
+}

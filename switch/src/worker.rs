@@ -1,0 +1,258 @@
+//! Per-core workers: poll-mode run loops that receive a batch from each ready
+//! port, run it through the pipeline and send the results.
+//!
+//! Idle back-off: a worker that saw traffic in the last [`SPIN_WINDOW`] polls
+//! with a zero timeout (no sleep, microsecond reaction); after that it blocks
+//! in `epoll_wait` until a port is readable or the control plane wakes it,
+//! so an idle switch costs no CPU.
+
+use crate::datapath::{Port, Shared, Snapshot};
+use crate::pipeline::{self, Context, Verdict};
+use crate::stats::DropReason;
+use rustc_hash::FxHashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::Ordering::{Relaxed, Release};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Frames taken from one port before moving to the next.
+pub const BATCH: usize = 32;
+/// Room for the largest frame a TAP hands over (64 KiB plus headers).
+const FRAME_BUF: usize = 65_536 + 64;
+/// How long a worker keeps spinning after its last frame.
+const SPIN_WINDOW: Duration = Duration::from_micros(200);
+/// Longest sleep in epoll_wait; a safety net, wake-ups come by eventfd.
+const MAX_SLEEP_MS: i32 = 1000;
+/// epoll user data of the waker: port ids start at 1, so it never collides.
+const WAKER_TOKEN: u64 = 0;
+
+/// An eventfd the control plane writes to make a worker look at a new snapshot.
+pub struct Waker(OwnedFd);
+
+impl Waker {
+    pub fn new() -> io::Result<Waker> {
+        // SAFETY: eventfd returns a new descriptor or -1.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_NONBLOCK | libc::EFD_CLOEXEC) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: fd is a fresh descriptor we own.
+        Ok(Waker(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    pub fn wake(&self) {
+        let one = 1u64.to_ne_bytes();
+        // SAFETY: writing 8 bytes from a valid buffer; a full counter (EAGAIN) still wakes.
+        unsafe { libc::write(self.0.as_raw_fd(), one.as_ptr().cast(), 8) };
+    }
+
+    fn drain(&self) {
+        let mut buf = [0u8; 8];
+        // SAFETY: reading 8 bytes into a valid buffer of 8.
+        unsafe { libc::read(self.0.as_raw_fd(), buf.as_mut_ptr().cast(), 8) };
+    }
+}
+
+/// Buffers a worker owns, allocated once: no allocation per frame.
+pub struct Engine {
+    frames: Vec<Box<[u8]>>,
+    lens: [usize; BATCH],
+    scratch: Box<[u8]>,
+}
+
+impl Engine {
+    pub fn new() -> Engine {
+        Engine {
+            frames: (0..BATCH).map(|_| vec![0u8; FRAME_BUF].into_boxed_slice()).collect(),
+            lens: [0; BATCH],
+            scratch: vec![0u8; FRAME_BUF].into_boxed_slice(),
+        }
+    }
+
+    /// Receive up to a batch from `port` and handle it; returns frames handled.
+    pub fn poll_port(&mut self, shared: &Shared, snap: &Snapshot, port: &Port) -> usize {
+        let n = self.receive_batch(port);
+        if n == 0 {
+            return 0;
+        }
+        let Some(net) = snap.networks.get(&port.spec.network) else {
+            return n;
+        };
+        let view = net.fdb.view();
+        let ctx = Context { net, fdb: &view, in_port: port, now: shared.now_secs() };
+        for i in 0..n {
+            let frame = &self.frames[i][..self.lens[i]];
+            let verdict = pipeline::process(&ctx, frame, &mut self.scratch);
+            apply(shared, snap, &ctx, frame, &self.scratch, verdict);
+        }
+        n
+    }
+
+    fn receive_batch(&mut self, port: &Port) -> usize {
+        let mut n = 0;
+        while n < BATCH {
+            match port.spec.io.recv(&mut self.frames[n]) {
+                Ok(len) => {
+                    port.counters.received(len);
+                    self.lens[n] = len;
+                    n += 1;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => {
+                    log::debug!("port {}: receive: {e}", port.spec.name);
+                    break;
+                }
+            }
+        }
+        n
+    }
+}
+
+impl Default for Engine {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn apply(shared: &Shared, snap: &Snapshot, ctx: &Context, frame: &[u8], scratch: &[u8], verdict: Verdict) {
+    match verdict {
+        Verdict::Forward(id) => match snap.ports.get(&id) {
+            Some(out) => send(shared, out, frame),
+            None => drop_frame(shared, ctx.in_port, DropReason::NoRoute),
+        },
+        Verdict::Flood => {
+            for out in ctx.net.ports.iter().filter(|p| p.id != ctx.in_port.id) {
+                send(shared, out, frame);
+            }
+        }
+        Verdict::Reply(len) => send(shared, ctx.in_port, &scratch[..len]),
+        Verdict::Drop(reason) => drop_frame(shared, ctx.in_port, reason),
+    }
+}
+
+#[inline]
+fn send(shared: &Shared, out: &Port, frame: &[u8]) {
+    match out.spec.io.send(frame) {
+        Ok(()) => out.counters.sent(frame.len()),
+        Err(_) => {
+            out.counters.tx_drops.fetch_add(1, Relaxed);
+            shared.drops.count(DropReason::TxError);
+        }
+    }
+}
+
+fn drop_frame(shared: &Shared, port: &Port, reason: DropReason) {
+    port.counters.rx_drops.fetch_add(1, Relaxed);
+    shared.drops.count(reason);
+}
+
+pub fn spawn(shared: Arc<Shared>, index: usize) -> io::Result<JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("vsw-worker{index}")).spawn(move || {
+        pin_to_core(index);
+        if let Err(e) = run(&shared, index) {
+            log::error!("worker {index} stopped: {e}");
+        }
+    })
+}
+
+fn pin_to_core(index: usize) {
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity(0) affects this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(index % cores, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+            log::warn!("worker {index}: could not pin to a core: {}", io::Error::last_os_error());
+        }
+    }
+}
+
+/// The ports this worker has registered with its epoll set.
+struct Registered {
+    epoll: OwnedFd,
+    ports: FxHashMap<u32, Arc<Port>>,
+    generation: u64,
+}
+
+impl Registered {
+    /// Bring the epoll set in line with the ports the snapshot gives this worker.
+    fn sync(&mut self, snap: &Snapshot, index: usize) {
+        self.generation = snap.generation;
+        let gone: Vec<u32> = self.ports.keys().filter(|id| !snap.ports.contains_key(id)).copied().collect();
+        for id in gone {
+            if let Some(fd) = self.ports.remove(&id).and_then(|p| p.spec.io.poll_fd()) {
+                epoll_ctl(&self.epoll, libc::EPOLL_CTL_DEL, fd, 0);
+            }
+        }
+        for port in snap.ports.values().filter(|p| p.worker == Some(index)) {
+            if self.ports.contains_key(&port.id) {
+                continue;
+            }
+            if let Some(fd) = port.spec.io.poll_fd() {
+                epoll_ctl(&self.epoll, libc::EPOLL_CTL_ADD, fd, port.id as u64);
+                self.ports.insert(port.id, port.clone());
+            }
+        }
+    }
+}
+
+fn epoll_ctl(epoll: &OwnedFd, op: libc::c_int, fd: RawFd, token: u64) {
+    let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
+    // SAFETY: valid epoll fd and event struct.
+    if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), op, fd, &mut ev) } != 0 {
+        log::warn!("epoll_ctl({op}) on fd {fd}: {}", io::Error::last_os_error());
+    }
+}
+
+fn run(shared: &Shared, index: usize) -> io::Result<()> {
+    // SAFETY: epoll_create1 returns a new descriptor or -1.
+    let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+    if raw < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: raw is a fresh descriptor we own.
+    let epoll = unsafe { OwnedFd::from_raw_fd(raw) };
+    let slot = &shared.workers[index];
+    let (waker, counters) = (&slot.waker, &slot.counters);
+    epoll_ctl(&epoll, libc::EPOLL_CTL_ADD, waker.0.as_raw_fd(), WAKER_TOKEN);
+    let mut reg = Registered { epoll, ports: FxHashMap::default(), generation: u64::MAX };
+    let mut engine = Engine::new();
+    let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
+    let mut last_traffic = Instant::now() - SPIN_WINDOW;
+    while !shared.stop.load(Relaxed) {
+        let snap = shared.snapshot.load_full();
+        if snap.generation != reg.generation {
+            reg.sync(&snap, index);
+            slot.synced.store(snap.generation, Release);
+        }
+        let timeout = if last_traffic.elapsed() < SPIN_WINDOW { 0 } else { MAX_SLEEP_MS };
+        // SAFETY: events is a valid buffer of the length passed.
+        let ready =
+            unsafe { libc::epoll_wait(reg.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout) };
+        if ready < 0 {
+            let err = io::Error::last_os_error();
+            if err.kind() == io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(err);
+        }
+        let started = Instant::now();
+        let mut handled = 0;
+        for ev in &events[..ready as usize] {
+            let token = ev.u64;
+            if token == WAKER_TOKEN {
+                waker.drain();
+            } else if let Some(port) = reg.ports.get(&(token as u32)) {
+                handled += engine.poll_port(shared, &snap, port);
+            }
+        }
+        if handled > 0 {
+            last_traffic = Instant::now();
+            counters.packets.fetch_add(handled as u64, Relaxed);
+            counters.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        }
+    }
+    Ok(())
+}

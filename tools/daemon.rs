@@ -1,0 +1,504 @@
+//! vswitchd's request handling: validates each request against the desired
+//! state, plumbs namespaces and TAPs, programs the switch, and persists.
+//!
+//! Every handler checks everything it can before it changes anything, so a
+//! refused request leaves state, data path and namespaces as they were.
+
+use crate::control::{Request, Response};
+use crate::inspect;
+use crate::state::{State, Store};
+use ipnet::Ipv4Net;
+use ports::endpoint::{self, EndpointSpec};
+use ports::tap::Tap;
+use ports::{netlink, netns};
+use proto::MacAddr;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::io;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use switch::fdb::PortId;
+use switch::model::{self, Endpoint, Network, DEFAULT_MTU, DEFAULT_NETWORK};
+use switch::{ipam, NetworkSpec, PortSpec, Switch};
+
+type Outcome = Result<Value, String>;
+
+/// A port that is live in the data path.
+struct Attached {
+    port: PortId,
+    tap: Arc<Tap>,
+}
+
+pub struct Daemon {
+    store: Store,
+    state: State,
+    switch: Switch,
+    /// Endpoint id → its live port. An endpoint whose plumbing failed at
+    /// restore is in `state` but not here.
+    attached: HashMap<String, Attached>,
+}
+
+impl Daemon {
+    /// Load the saved state, create the default network on first start, and
+    /// bring every saved network and port back.
+    pub fn start(store: Store, workers: usize) -> io::Result<Daemon> {
+        let state = store.load()?;
+        let switch = Switch::start(workers)?;
+        let mut daemon = Daemon { store, state, switch, attached: HashMap::new() };
+        if daemon.state.network(DEFAULT_NETWORK).is_none() {
+            daemon.create_default_network().map_err(io::Error::other)?;
+        }
+        daemon.restore();
+        daemon.save().map_err(io::Error::other)?;
+        Ok(daemon)
+    }
+
+    fn create_default_network(&mut self) -> Result<(), String> {
+        let docker0: Ipv4Net = "172.17.0.0/16".parse().unwrap();
+        let mut used = host_routes();
+        used.extend(self.state.networks.iter().map(|n| n.subnet));
+        let subnet = ipam::pick_free_subnet(docker0, &used).ok_or("no free subnet for the default network")?;
+        log::info!("creating default network {DEFAULT_NETWORK} on {subnet}");
+        let net = self.new_network(DEFAULT_NETWORK, subnet, ipam::first_host(subnet), None, DEFAULT_MTU);
+        // Only into the state: `restore` brings every saved network up.
+        self.state.networks.push(net);
+        Ok(())
+    }
+
+    fn restore(&mut self) {
+        for net in self.state.networks.clone() {
+            if let Err(e) = self.switch.add_network(network_spec(&net)) {
+                log::error!("network {}: {e}", net.name);
+            }
+        }
+        let mut routed = std::collections::HashSet::new();
+        for ep in self.state.endpoints.clone() {
+            let first_in_netns = routed.insert(ep.netns.clone());
+            match self.attach(&ep, first_in_netns) {
+                Ok(()) => log::info!("re-attached {}/{} to {}", ep.netns, ep.ifname, ep.network),
+                Err(e) => log::error!("could not re-attach {}/{} to {}: {e}", ep.netns, ep.ifname, ep.network),
+            }
+        }
+    }
+
+    pub fn save(&self) -> Result<(), String> {
+        self.store.save(&self.state).map_err(|e| format!("saving state: {e}"))
+    }
+
+    pub fn shutdown(self) {
+        if let Err(e) = self.save() {
+            log::error!("{e}");
+        }
+        self.switch.shutdown();
+    }
+
+    pub fn handle(&mut self, request: Request) -> Response {
+        let outcome = match request {
+            Request::AddNet { name, subnet, gateway, ip_range, mtu, may_exist } => {
+                self.add_net(&name, subnet.as_deref(), gateway.as_deref(), ip_range.as_deref(), mtu, may_exist)
+            }
+            Request::DelNet { name, if_exists } => self.del_net(&name, if_exists),
+            Request::ListNets => Ok(self.state.networks.iter().map(inspect::network_summary).collect()),
+            Request::ShowNet { name } => self.show_net(&name),
+            Request::AddPort { network, netns, ip, mac, name, may_exist } => {
+                self.add_port(&network, &netns, ip.as_deref(), mac.as_deref(), name, may_exist)
+            }
+            Request::DelPort { network, netns, if_exists } => self.del_port(&network, &netns, if_exists),
+            Request::ListPorts { network } => self.list_ports(network.as_deref()),
+            Request::FdbShow { network } => self.fdb_show(&network),
+            Request::Stats => serde_json::to_value(self.switch.report()).map_err(|e| e.to_string()),
+        };
+        match outcome {
+            Ok(v) => Response::ok(v),
+            Err(e) => Response::error(e),
+        }
+    }
+
+    fn network(&self, name: &str) -> Result<&Network, String> {
+        self.state.network(name).ok_or_else(|| format!("no network named {name:?}"))
+    }
+
+    // ----- networks -----
+
+    fn add_net(
+        &mut self,
+        name: &str,
+        subnet: Option<&str>,
+        gateway: Option<&str>,
+        ip_range: Option<&str>,
+        mtu: Option<u32>,
+        may_exist: bool,
+    ) -> Outcome {
+        if let Some(existing) = self.state.network(name) {
+            return if may_exist { Ok(json!(existing.id)) } else { Err(format!("network {name:?} already exists")) };
+        }
+        validate_network_name(name)?;
+        let mtu = mtu.unwrap_or(DEFAULT_MTU);
+        if !(68..=65_535).contains(&mtu) {
+            return Err(format!("invalid mtu {mtu}: want 68 to 65535"));
+        }
+        let subnet = match subnet {
+            Some(text) => {
+                let subnet = ipam::parse_subnet(text)?;
+                if let Some(other) = self.state.networks.iter().find(|n| ipam::overlaps(n.subnet, subnet)) {
+                    return Err(format!("subnet {subnet} overlaps network {} ({})", other.name, other.subnet));
+                }
+                subnet
+            }
+            None => self.free_subnet()?,
+        };
+        let gateway = match gateway {
+            Some(text) => ipam::parse_ipv4("gateway", text)?,
+            None => ipam::first_host(subnet),
+        };
+        let ip_range = ip_range.map(parse_ip_range).transpose()?;
+        ipam::validate(subnet, gateway, ip_range)?;
+        let net = self.new_network(name, subnet, gateway, ip_range, mtu);
+        let id = net.id.clone();
+        self.install_network(net)?;
+        self.save()?;
+        log::info!("added network {name} ({subnet})");
+        Ok(json!(id))
+    }
+
+    /// Docker's choice without --subnet: the first free /16 from 172.18.0.0.
+    fn free_subnet(&self) -> Result<Ipv4Net, String> {
+        let mut used = host_routes();
+        used.extend(self.state.networks.iter().map(|n| n.subnet));
+        ipam::pick_free_subnet("172.18.0.0/16".parse().unwrap(), &used)
+            .ok_or_else(|| "no free subnet left in the default pools: give one with --subnet".to_string())
+    }
+
+    fn new_network(
+        &self,
+        name: &str,
+        subnet: Ipv4Net,
+        gateway: Ipv4Addr,
+        ip_range: Option<Ipv4Net>,
+        mtu: u32,
+    ) -> Network {
+        Network {
+            id: model::new_id(),
+            name: name.to_string(),
+            created: humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+            subnet,
+            gateway,
+            ip_range,
+            mtu,
+            index: self.state.networks.iter().map(|n| n.index).max().unwrap_or(0) + 1,
+        }
+    }
+
+    fn install_network(&mut self, net: Network) -> Result<(), String> {
+        self.switch.add_network(network_spec(&net))?;
+        self.state.networks.push(net);
+        Ok(())
+    }
+
+    fn del_net(&mut self, name: &str, if_exists: bool) -> Outcome {
+        let Some(net) = self.state.network(name) else {
+            return if if_exists { Ok(Value::Null) } else { Err(format!("no network named {name:?}")) };
+        };
+        if name == DEFAULT_NETWORK {
+            return Err(format!("network {DEFAULT_NETWORK} is the default network and cannot be removed"));
+        }
+        let ports: Vec<String> = self.state.endpoints_of(name).map(|e| format!("{}/{}", e.netns, e.ifname)).collect();
+        if !ports.is_empty() {
+            return Err(format!("network {name} has active ports: {} (del-port them first)", ports.join(", ")));
+        }
+        self.switch.remove_network(net.index)?;
+        self.state.networks.retain(|n| n.name != name);
+        self.save()?;
+        log::info!("removed network {name}");
+        Ok(Value::Null)
+    }
+
+    fn show_net(&self, name: &str) -> Outcome {
+        let net = self.network(name)?;
+        let endpoints: Vec<&Endpoint> = self.state.endpoints_of(name).collect();
+        Ok(inspect::network(net, &endpoints))
+    }
+
+    // ----- ports -----
+
+    fn add_port(
+        &mut self,
+        network: &str,
+        netns_name: &str,
+        ip: Option<&str>,
+        mac: Option<&str>,
+        name: Option<String>,
+        may_exist: bool,
+    ) -> Outcome {
+        let net = self.network(network)?.clone();
+        netns::validate_name(netns_name).map_err(|e| format!("invalid namespace name: {e}"))?;
+        if let Some(existing) = self.state.endpoints_of(network).find(|e| e.netns == netns_name) {
+            return if may_exist {
+                Ok(inspect::endpoint(existing, &net))
+            } else {
+                Err(format!("namespace {netns_name} already has a port on network {network} ({})", existing.ifname))
+            };
+        }
+        let ep = self.plan_endpoint(&net, netns_name, ip, mac, name)?;
+        let first_in_netns = self.state.endpoints_in_netns(netns_name).next().is_none();
+        self.attach(&ep, first_in_netns).map_err(|e| format!("plumbing {netns_name}/{}: {e}", ep.ifname))?;
+        self.state.endpoints.push(ep.clone());
+        self.save()?;
+        log::info!("added port {netns_name}/{} on {network} ({})", ep.ifname, ep.ipv4);
+        Ok(inspect::endpoint(&ep, &net))
+    }
+
+    /// Choose the endpoint's address, MAC, name and interface, refusing
+    /// anything taken or out of place. Changes nothing.
+    fn plan_endpoint(
+        &self,
+        net: &Network,
+        netns_name: &str,
+        ip: Option<&str>,
+        mac: Option<&str>,
+        name: Option<String>,
+    ) -> Result<Endpoint, String> {
+        let taken = ipam::in_use(net, self.state.endpoints_of(&net.name).map(|e| e.ipv4));
+        let ipv4 = match ip {
+            Some(text) => {
+                let ip = ipam::parse_ipv4("--ip", text)?;
+                ipam::check_requested(net, ip, &taken)?;
+                ip
+            }
+            None => ipam::allocate(net, &taken)?,
+        };
+        let mac = match mac {
+            Some(text) => parse_unicast_mac(text)?,
+            None => MacAddr::from_ipv4(ipv4),
+        };
+        if mac == net.gateway_mac() || self.state.endpoints_of(&net.name).any(|e| e.mac == mac) {
+            return Err(format!("MAC address {mac} is already in use on network {}", net.name));
+        }
+        let name = name.unwrap_or_else(|| netns_name.to_string());
+        if self.state.endpoints_of(&net.name).any(|e| e.name == name) {
+            return Err(format!("name {name:?} is already in use on network {}", net.name));
+        }
+        let netns_exists = netns::exists(netns_name);
+        let owns_netns = match self.state.endpoints_in_netns(netns_name).next() {
+            Some(sibling) => sibling.owns_netns,
+            None => !netns_exists,
+        };
+        Ok(Endpoint {
+            id: model::new_id(),
+            network: net.name.clone(),
+            netns: netns_name.to_string(),
+            name,
+            ifname: self.free_ifname(netns_name, netns_exists)?,
+            mac,
+            ipv4,
+            owns_netns,
+        })
+    }
+
+    /// The first ethN neither our other ports nor the namespace itself use.
+    fn free_ifname(&self, netns_name: &str, netns_exists: bool) -> Result<String, String> {
+        let ours: Vec<&str> = self.state.endpoints_in_netns(netns_name).map(|e| e.ifname.as_str()).collect();
+        for n in 0..256 {
+            let candidate = format!("eth{n}");
+            if ours.contains(&candidate.as_str()) {
+                continue;
+            }
+            if netns_exists && link_exists_in(netns_name, &candidate)? {
+                continue;
+            }
+            return Ok(candidate);
+        }
+        Err(format!("namespace {netns_name} has no free ethN interface name"))
+    }
+
+    /// Plumb the endpoint's TAP and add it to the data path.
+    fn attach(&mut self, ep: &Endpoint, first_in_netns: bool) -> io::Result<()> {
+        let net = self.state.network(&ep.network).cloned().ok_or_else(|| io::Error::other("network gone"))?;
+        let created_netns = ep.owns_netns && !netns::exists(&ep.netns);
+        let spec = EndpointSpec {
+            netns: ep.netns.clone(),
+            create_netns: ep.owns_netns,
+            ifname: ep.ifname.clone(),
+            mac: ep.mac.octets(),
+            mtu: net.mtu,
+            ipv4: ep.ipv4,
+            prefix_len: net.subnet.prefix_len(),
+            default_gw: first_in_netns.then_some(net.gateway),
+        };
+        let tap = match endpoint::attach(&spec) {
+            Ok(tap) => Arc::new(tap),
+            Err(e) => {
+                if created_netns {
+                    let _ = netns::delete(&ep.netns);
+                }
+                return Err(e);
+            }
+        };
+        let port_spec = PortSpec {
+            network: net.index,
+            name: format!("{}/{}", ep.netns, ep.ifname),
+            mac: ep.mac,
+            ipv4: ep.ipv4,
+            io: tap.clone(),
+        };
+        let port = self.switch.add_port(port_spec).map_err(io::Error::other)?;
+        self.attached.insert(ep.id.clone(), Attached { port, tap });
+        Ok(())
+    }
+
+    fn del_port(&mut self, network: &str, netns_name: &str, if_exists: bool) -> Outcome {
+        self.network(network)?;
+        let Some(ep) = self.state.endpoints_of(network).find(|e| e.netns == netns_name).cloned() else {
+            return if if_exists {
+                Ok(Value::Null)
+            } else {
+                Err(format!("namespace {netns_name} has no port on network {network}"))
+            };
+        };
+        let last_in_netns = self.state.endpoints_in_netns(netns_name).count() == 1;
+        self.detach(&ep, ep.owns_netns && last_in_netns)?;
+        self.state.endpoints.retain(|e| e.id != ep.id);
+        self.save()?;
+        log::info!("removed port {netns_name}/{} from {network}", ep.ifname);
+        Ok(Value::Null)
+    }
+
+    fn detach(&mut self, ep: &Endpoint, delete_netns: bool) -> Result<(), String> {
+        match self.attached.remove(&ep.id) {
+            Some(live) => {
+                // Not persistent any more: the device goes with the last fd,
+                // which the workers drop as remove_port returns.
+                live.tap.set_persist(false).map_err(|e| format!("releasing {}: {e}", ep.ifname))?;
+                self.switch.remove_port(live.port)?;
+                drop(live);
+                if delete_netns {
+                    netns::delete(&ep.netns).map_err(|e| format!("deleting namespace {}: {e}", ep.netns))?;
+                }
+                Ok(())
+            }
+            None => endpoint::detach(&ep.netns, &ep.ifname, delete_netns)
+                .map_err(|e| format!("removing {}/{}: {e}", ep.netns, ep.ifname)),
+        }
+    }
+
+    fn list_ports(&self, network: Option<&str>) -> Outcome {
+        if let Some(name) = network {
+            self.network(name)?;
+        }
+        let rows = self
+            .state
+            .endpoints
+            .iter()
+            .filter(|e| network.is_none_or(|n| e.network == n))
+            .filter_map(|e| Some(inspect::endpoint(e, self.state.network(&e.network)?)))
+            .collect();
+        Ok(rows)
+    }
+
+    fn fdb_show(&self, network: &str) -> Outcome {
+        let net = self.network(network)?;
+        let names: HashMap<PortId, String> = self
+            .state
+            .endpoints_of(network)
+            .filter_map(|e| Some((self.attached.get(&e.id)?.port, format!("{}/{}", e.netns, e.ifname))))
+            .collect();
+        let rows = self.switch.fdb_rows(net.index).unwrap_or_default();
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let port = names.get(&r.port).cloned().unwrap_or_else(|| r.port.to_string());
+                json!({ "mac": r.mac, "port": port, "type": r.kind, "age_secs": r.age_secs })
+            })
+            .collect())
+    }
+}
+
+fn network_spec(net: &Network) -> NetworkSpec {
+    NetworkSpec {
+        index: net.index,
+        name: net.name.clone(),
+        subnet: net.subnet,
+        gateway: net.gateway,
+        gateway_mac: net.gateway_mac(),
+    }
+}
+
+/// The host's IPv4 routes, but the default route, which overlaps everything.
+fn host_routes() -> Vec<Ipv4Net> {
+    match netlink::ipv4_routes() {
+        Ok(routes) => routes
+            .into_iter()
+            .filter(|(_, len)| *len > 0)
+            .filter_map(|(dst, len)| Ipv4Net::new(dst, len).ok())
+            .collect(),
+        Err(e) => {
+            log::warn!("cannot read host routes, subnet choice ignores them: {e}");
+            Vec::new()
+        }
+    }
+}
+
+fn link_exists_in(netns_name: &str, ifname: &str) -> Result<bool, String> {
+    let name = ifname.to_string();
+    let found = netns::run_in(netns_name, move || netlink::link_index(&name))
+        .map_err(|e| format!("namespace {netns_name}: {e}"))?;
+    Ok(matches!(found, Ok(Some(_))))
+}
+
+/// Docker's rule for network names.
+fn validate_network_name(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+    if !first_ok || !rest_ok || name.len() > 64 {
+        return Err(format!(
+            "invalid network name {name:?}: use letters, digits, '_', '.', '-', starting with a letter or digit, at most 64"
+        ));
+    }
+    Ok(())
+}
+
+fn parse_ip_range(text: &str) -> Result<Ipv4Net, String> {
+    let net: Ipv4Net = text.parse().map_err(|_| format!("invalid ip-range {text:?}: want an IPv4 CIDR"))?;
+    if net.trunc() != net {
+        return Err(format!("invalid ip-range {text}: host bits set (did you mean {}?)", net.trunc()));
+    }
+    Ok(net)
+}
+
+fn parse_unicast_mac(text: &str) -> Result<MacAddr, String> {
+    let mac: MacAddr = text.parse()?;
+    if mac.is_multicast() || mac == MacAddr::ZERO {
+        return Err(format!("invalid MAC address {mac}: must be a unicast address"));
+    }
+    Ok(mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn network_names_follow_docker() {
+        assert!(validate_network_name("lab-1.a_b").is_ok());
+        assert!(validate_network_name("").is_err());
+        assert!(validate_network_name("-x").is_err());
+        assert!(validate_network_name("a b").is_err());
+        assert!(validate_network_name(&"a".repeat(65)).is_err());
+    }
+
+    #[test]
+    fn macs_must_be_unicast() {
+        assert!(parse_unicast_mac("02:42:ac:11:00:09").is_ok());
+        assert!(parse_unicast_mac("01:00:5e:00:00:01").is_err());
+        assert!(parse_unicast_mac("00:00:00:00:00:00").is_err());
+        assert!(parse_unicast_mac("nonsense").is_err());
+    }
+
+    #[test]
+    fn ip_ranges_are_strict() {
+        assert!(parse_ip_range("10.0.1.0/24").is_ok());
+        assert!(parse_ip_range("10.0.1.1/24").is_err());
+        assert!(parse_ip_range("10.0.1.0").is_err());
+    }
+}

@@ -1,0 +1,74 @@
+//! vswitchd: the foreground daemon. Holds the desired state, serves vsctl on
+//! a Unix socket and runs the data path's workers.
+
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+use vswitch::daemon::Daemon;
+use vswitch::server::Server;
+use vswitch::state::Store;
+use vswitch::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
+
+#[derive(Parser)]
+#[command(version, about = "Userspace switch giving network namespaces Docker-style networks")]
+struct Args {
+    /// Where networks and endpoints are persisted.
+    #[arg(long, env = "VSWITCH_STATE_DIR", default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// The control socket vsctl talks to.
+    #[arg(long, env = "VSWITCH_SOCKET", default_value = DEFAULT_SOCKET)]
+    socket: PathBuf,
+    /// Data path worker threads (default: one per core).
+    #[arg(long)]
+    workers: Option<usize>,
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
+    let args = Args::parse();
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: &Args) -> Result<(), String> {
+    let workers = args.workers.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1));
+    if workers == 0 {
+        return Err("--workers must be at least 1".into());
+    }
+    let store = Store::new(&args.state_dir).map_err(|e| e.to_string())?;
+    let _lock = lock_state_dir(&args.state_dir)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        signal_hook::flag::register(signal, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
+    }
+    let server = Server::bind(&args.socket).map_err(|e| e.to_string())?;
+    let mut daemon = Daemon::start(store, workers).map_err(|e| format!("starting: {e}"))?;
+    log::info!(
+        "vswitchd ready: {workers} workers, state in {}, control socket {}",
+        args.state_dir.display(),
+        args.socket.display()
+    );
+    server.serve(&mut daemon, &stop);
+    log::info!("stopping: saving state; ports stay in their namespaces for the next start");
+    daemon.shutdown();
+    Ok(())
+}
+
+/// One daemon per state directory: a second one would fight over the TAPs.
+fn lock_state_dir(dir: &std::path::Path) -> Result<std::fs::File, String> {
+    use std::os::fd::AsRawFd;
+    let path = dir.join("lock");
+    let file = std::fs::File::create(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    // SAFETY: flock on a descriptor we own.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        return Err(format!("state dir {} is in use by another vswitchd", dir.display()));
+    }
+    Ok(file)
+}
