@@ -324,6 +324,7 @@ impl Daemon {
             ipv4: ep.ipv4,
             prefix_len: net.subnet.prefix_len(),
             default_gw: first_in_netns.then_some(net.gateway),
+            ipv6: false,
         };
         let tap = match endpoint::attach(&spec) {
             Ok(tap) => Arc::new(tap),

@@ -25,6 +25,10 @@ pub struct EndpointSpec {
     pub prefix_len: u8,
     /// Add a default route via this gateway if set.
     pub default_gw: Option<Ipv4Addr>,
+    /// Leave IPv6 on. Off, as Docker does for networks without IPv6: the
+    /// namespace then sends no router solicitations, MLD or DAD multicasts
+    /// for the switch to flood to every port.
+    pub ipv6: bool,
 }
 
 /// Make sure the namespace and its TAP exist and are configured as `spec`
@@ -96,6 +100,9 @@ fn configure_link(spec: &EndpointSpec) -> io::Result<()> {
     netlink::set_link_mac(index, spec.mac).map_err(step)?;
     netlink::set_link_mtu(index, spec.mtu).map_err(step)?;
     netlink::add_ipv4_addr(index, spec.ipv4, spec.prefix_len).map_err(step)?;
+    if !spec.ipv6 {
+        disable_ipv6(ifname)?;
+    }
     netlink::set_link_up(index).map_err(step)?;
     bring_up_loopback()?;
     // After the address and "up": the gateway must be reachable on the link.
@@ -103,6 +110,17 @@ fn configure_link(spec: &EndpointSpec) -> io::Result<()> {
         netlink::add_ipv4_default_route(index, gw).map_err(step)?;
     }
     Ok(())
+}
+
+/// Turn IPv6 off on `ifname` in the calling thread's namespace (net sysctls
+/// resolve against the opener's namespace). A kernel without IPv6 has no
+/// such file, which is just as good.
+fn disable_ipv6(ifname: &str) -> io::Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
+    match std::fs::write(&path, "1") {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(context(e, path)),
+        _ => Ok(()),
+    }
 }
 
 /// Containers expect a working `lo` (127.0.0.1), which starts down.
@@ -145,6 +163,7 @@ mod tests {
             ipv4: Ipv4Addr::new(172, 17, 0, 2),
             prefix_len: 16,
             default_gw: Some(Ipv4Addr::new(172, 17, 0, 1)),
+            ipv6: false,
         }
     }
 

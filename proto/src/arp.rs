@@ -16,6 +16,7 @@ pub struct Packet<'a> {
 
 impl<'a> Packet<'a> {
     /// Accept only the Ethernet/IPv4 flavour with request or reply opcodes.
+    #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<Self, Error> {
         if buf.len() < PACKET_LEN {
             return Err(Error::Truncated);
@@ -30,22 +31,27 @@ impl<'a> Packet<'a> {
         Ok(packet)
     }
 
+    #[inline]
     pub fn op(&self) -> u16 {
         be16(self.buf, 6)
     }
 
+    #[inline]
     pub fn sender_mac(&self) -> MacAddr {
         MacAddr(self.buf[8..14].try_into().unwrap())
     }
 
+    #[inline]
     pub fn sender_ip(&self) -> Ipv4Addr {
         ipv4_at(self.buf, 14)
     }
 
+    #[inline]
     pub fn target_mac(&self) -> MacAddr {
         MacAddr(self.buf[18..24].try_into().unwrap())
     }
 
+    #[inline]
     pub fn target_ip(&self) -> Ipv4Addr {
         ipv4_at(self.buf, 24)
     }

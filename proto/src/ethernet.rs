@@ -18,6 +18,7 @@ pub struct Frame<'a> {
 
 impl<'a> Frame<'a> {
     /// Check the header is present and carries an EtherType (not an 802.3 length).
+    #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<Self, Error> {
         if buf.len() < HEADER_LEN {
             return Err(Error::Truncated);
@@ -29,18 +30,22 @@ impl<'a> Frame<'a> {
         Ok(frame)
     }
 
+    #[inline]
     pub fn dst(&self) -> MacAddr {
         MacAddr(self.buf[0..6].try_into().unwrap())
     }
 
+    #[inline]
     pub fn src(&self) -> MacAddr {
         MacAddr(self.buf[6..12].try_into().unwrap())
     }
 
+    #[inline]
     pub fn ethertype(&self) -> u16 {
         be16(self.buf, 12)
     }
 
+    #[inline]
     pub fn payload(&self) -> &'a [u8] {
         &self.buf[HEADER_LEN..]
     }

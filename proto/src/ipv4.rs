@@ -16,6 +16,7 @@ pub struct Packet<'a> {
 }
 
 impl<'a> Packet<'a> {
+    #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<Self, Error> {
         if buf.len() < MIN_HEADER_LEN {
             return Err(Error::Truncated);
@@ -34,36 +35,44 @@ impl<'a> Packet<'a> {
         Ok(Packet { buf: &buf[..total_len] })
     }
 
+    #[inline]
     pub fn header_len(&self) -> usize {
         ((self.buf[0] & 0x0f) as usize) * 4
     }
 
     /// The packet without Ethernet padding.
+    #[inline]
     pub fn bytes(&self) -> &'a [u8] {
         self.buf
     }
 
+    #[inline]
     pub fn total_len(&self) -> usize {
         self.buf.len()
     }
 
+    #[inline]
     pub fn ttl(&self) -> u8 {
         self.buf[8]
     }
 
+    #[inline]
     pub fn protocol(&self) -> u8 {
         self.buf[9]
     }
 
+    #[inline]
     pub fn src(&self) -> Ipv4Addr {
         Ipv4Addr::new(self.buf[12], self.buf[13], self.buf[14], self.buf[15])
     }
 
+    #[inline]
     pub fn dst(&self) -> Ipv4Addr {
         Ipv4Addr::new(self.buf[16], self.buf[17], self.buf[18], self.buf[19])
     }
 
     /// More fragments set, or a non-zero fragment offset.
+    #[inline]
     pub fn is_fragment(&self) -> bool {
         be16(self.buf, 6) & 0x3fff != 0
     }
@@ -72,6 +81,7 @@ impl<'a> Packet<'a> {
         checksum::compute(&self.buf[..self.header_len()]) == 0
     }
 
+    #[inline]
     pub fn payload(&self) -> &'a [u8] {
         &self.buf[self.header_len()..]
     }

@@ -11,6 +11,7 @@ pub struct Packet<'a> {
 }
 
 impl<'a> Packet<'a> {
+    #[inline]
     pub fn parse(buf: &'a [u8]) -> Result<Self, Error> {
         if buf.len() < HEADER_LEN {
             return Err(Error::Truncated);
@@ -25,10 +26,12 @@ impl<'a> Packet<'a> {
         Ok(Packet { buf: &buf[..HEADER_LEN + payload_len] })
     }
 
+    #[inline]
     pub fn next_header(&self) -> u8 {
         self.buf[6]
     }
 
+    #[inline]
     pub fn payload(&self) -> &'a [u8] {
         &self.buf[HEADER_LEN..]
     }
