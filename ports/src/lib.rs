@@ -2,6 +2,7 @@
 //! tests, and the netns / netlink plumbing that puts a TAP into a namespace.
 
 pub mod endpoint;
+pub mod kernel_bridge;
 pub mod mem;
 pub mod netlink;
 pub mod netns;

@@ -222,11 +222,6 @@ fn run(shared: &Shared, index: usize) -> io::Result<()> {
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     let mut last_traffic = Instant::now() - SPIN_WINDOW;
     while !shared.stop.load(Relaxed) {
-        let snap = shared.snapshot.load_full();
-        if snap.generation != reg.generation {
-            reg.sync(&snap, index);
-            slot.synced.store(snap.generation, Release);
-        }
         let timeout = if last_traffic.elapsed() < SPIN_WINDOW { 0 } else { MAX_SLEEP_MS };
         // SAFETY: events is a valid buffer of the length passed.
         let ready =
@@ -237,6 +232,13 @@ fn run(shared: &Shared, index: usize) -> io::Result<()> {
                 continue;
             }
             return Err(err);
+        }
+        // Loaded after the wait, never held across it: a sleeping worker must
+        // not keep removed ports (and their TAP fds) alive.
+        let snap = shared.snapshot.load_full();
+        if snap.generation != reg.generation {
+            reg.sync(&snap, index);
+            slot.synced.store(snap.generation, Release);
         }
         let started = Instant::now();
         let mut handled = 0;
