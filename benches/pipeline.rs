@@ -18,7 +18,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use ports::mem::MemPort;
-use ports::FrameIo;
+use ports::{FrameIo, Offload};
 use proto::ethernet::{self, ETHERTYPE_IPV4};
 use proto::{arp, icmp, ipv4, MacAddr};
 use std::cell::RefCell;
@@ -150,7 +150,7 @@ impl NullPort {
 }
 
 impl FrameIo for NullPort {
-    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<(usize, Offload)> {
         let left = self.budget.load(Relaxed);
         if left == 0 {
             return Err(io::ErrorKind::WouldBlock.into());
@@ -158,13 +158,17 @@ impl FrameIo for NullPort {
         self.budget.store(left - 1, Relaxed);
         let f = &self.frames[left % self.frames.len()];
         buf[..f.len()].copy_from_slice(f);
-        Ok(f.len())
+        Ok((f.len(), Offload::NONE))
     }
 
-    fn send(&self, frame: &[u8]) -> io::Result<()> {
+    fn send(&self, frame: &[u8], _offload: &Offload) -> io::Result<()> {
         black_box(frame);
         self.sent.store(self.sent.load(Relaxed) + 1, Relaxed);
         Ok(())
+    }
+
+    fn takes_offloads(&self) -> bool {
+        true
     }
 
     fn poll_fd(&self) -> Option<RawFd> {
@@ -330,7 +334,7 @@ fn l2_forward(c: &mut Criterion) {
             port.inject(f);
         }
         while let Ok(n) = port.recv(&mut buf) {
-            port.send(&buf[..n]).unwrap();
+            port.send(&buf[..n.0], &Offload::NONE).unwrap();
         }
         while let Some(f) = port.take() {
             spare.push(f);

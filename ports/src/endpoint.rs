@@ -200,7 +200,7 @@ mod tests {
         let mut buf = [0u8; 2048];
         while Instant::now() < deadline {
             match tap.recv(&mut buf) {
-                Ok(n) if n >= 42 && buf[12..14] == [8, 6] && buf[20..22] == [0, 2] => return buf[..n].to_vec(),
+                Ok((n, _)) if n >= 42 && buf[12..14] == [8, 6] && buf[20..22] == [0, 2] => return buf[..n].to_vec(),
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => std::thread::sleep(Duration::from_millis(10)),
                 Err(e) => panic!("recv: {e}"),
@@ -224,7 +224,7 @@ mod tests {
         assert_configured(&spec);
 
         // The fd works from the host namespace: the kernel inside answers ARP.
-        tap.send(&arp_request(Ipv4Addr::new(172, 17, 0, 1), spec.ipv4)).unwrap();
+        tap.send(&arp_request(Ipv4Addr::new(172, 17, 0, 1), spec.ipv4), &crate::Offload::NONE).unwrap();
         let reply = wait_arp_reply(&tap);
         assert_eq!(reply[0..6], PEER_MAC, "reply goes to the asker");
         assert_eq!(reply[22..28], spec.mac, "sender hardware address");

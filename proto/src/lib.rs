@@ -8,10 +8,12 @@
 pub mod arp;
 pub mod checksum;
 pub mod ethernet;
+pub mod gso;
 pub mod icmp;
 pub mod ipv4;
 pub mod ipv6;
 mod mac;
+pub mod offload;
 
 pub use mac::MacAddr;
 

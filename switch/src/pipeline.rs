@@ -8,7 +8,8 @@ use crate::datapath::{Domain, Port};
 use crate::fdb::{self, PortId};
 use crate::stats::DropReason;
 use proto::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use proto::{arp, icmp, ipv4, ipv6, MacAddr};
+use proto::offload::Offload;
+use proto::{arp, gso, icmp, ipv4, ipv6, MacAddr};
 
 /// What to do with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,9 +33,11 @@ pub struct Context<'a> {
     pub now: u32,
 }
 
-/// Run one frame through every stage.
+/// Run one frame through every stage. Frames are switched with their
+/// offload metadata untouched; only a stage that must read a finished
+/// packet (the gateway) finishes its checksum, in place.
 #[inline]
-pub fn process(ctx: &Context, frame: &[u8], scratch: &mut [u8]) -> Verdict {
+pub fn process(ctx: &Context, frame: &mut [u8], offload: &mut Offload, scratch: &mut [u8]) -> Verdict {
     let eth = match classify(frame) {
         Ok(eth) => eth,
         Err(reason) => return Verdict::Drop(reason),
@@ -46,6 +49,13 @@ pub fn process(ctx: &Context, frame: &[u8], scratch: &mut [u8]) -> Verdict {
         }
     }
     if eth.dst() == ctx.net.spec.gateway_mac {
+        if offload.needs_csum() {
+            if gso::finish_checksum(frame, offload).is_err() {
+                return Verdict::Drop(DropReason::Malformed);
+            }
+            *offload = Offload::NONE;
+        }
+        let eth = ethernet::Frame::parse(frame).expect("classified above");
         return gateway(ctx, &eth, scratch);
     }
     l2(ctx, &eth)

@@ -1,14 +1,19 @@
 //! Per-core workers: poll-mode run loops that receive a batch from each ready
 //! port, run it through the pipeline and send the results.
 //!
-//! Idle back-off: a worker that saw traffic in the last [`SPIN_WINDOW`] polls
+//! Idle back-off: a worker that saw traffic within its spin window polls
 //! with a zero timeout (no sleep, microsecond reaction); after that it blocks
 //! in `epoll_wait` until a port is readable or the control plane wakes it,
-//! so an idle switch costs no CPU.
+//! so an idle switch costs no CPU. The window adapts (see [`SpinWindow`]):
+//! it grows while spinning keeps finding traffic and shrinks when it does
+//! not, so steady streams never pay for a wake-up and sparse traffic (a
+//! heartbeat every few milliseconds) does not keep a core busy.
 
 use crate::datapath::{Port, Shared, Snapshot};
 use crate::pipeline::{self, Context, Verdict};
 use crate::stats::DropReason;
+use proto::gso;
+use proto::offload::Offload;
 use rustc_hash::FxHashMap;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -21,8 +26,9 @@ use std::time::{Duration, Instant};
 pub const BATCH: usize = 32;
 /// Room for the largest frame a TAP hands over (64 KiB plus headers).
 const FRAME_BUF: usize = 65_536 + 64;
-/// How long a worker keeps spinning after its last frame.
-const SPIN_WINDOW: Duration = Duration::from_micros(200);
+/// Bounds of the time a worker keeps spinning after its last frame.
+const MIN_SPIN: Duration = Duration::from_micros(50);
+const MAX_SPIN: Duration = Duration::from_millis(5);
 /// Longest sleep in epoll_wait; a safety net, wake-ups come by eventfd.
 const MAX_SLEEP_MS: i32 = 1000;
 /// epoll user data of the waker: port ids start at 1, so it never collides.
@@ -59,15 +65,22 @@ impl Waker {
 pub struct Engine {
     frames: Vec<Box<[u8]>>,
     lens: [usize; BATCH],
+    offloads: [Offload; BATCH],
+    /// Frames the switch writes itself (ARP and ICMP replies).
     scratch: Box<[u8]>,
+    /// Where GSO super-frames are cut for ports that take no offloads.
+    segment: Box<[u8]>,
 }
 
 impl Engine {
     pub fn new() -> Engine {
+        let buffer = || vec![0u8; FRAME_BUF].into_boxed_slice();
         Engine {
-            frames: (0..BATCH).map(|_| vec![0u8; FRAME_BUF].into_boxed_slice()).collect(),
+            frames: (0..BATCH).map(|_| buffer()).collect(),
             lens: [0; BATCH],
-            scratch: vec![0u8; FRAME_BUF].into_boxed_slice(),
+            offloads: [Offload::NONE; BATCH],
+            scratch: buffer(),
+            segment: buffer(),
         }
     }
 
@@ -82,10 +95,24 @@ impl Engine {
         };
         let view = net.fdb.view();
         let ctx = Context { net, fdb: &view, in_port: port, now: shared.now_secs() };
+        let Engine { frames, lens, offloads, scratch, segment } = self;
+        let mut out = Output { shared, segment };
         for i in 0..n {
-            let frame = &self.frames[i][..self.lens[i]];
-            let verdict = pipeline::process(&ctx, frame, &mut self.scratch);
-            apply(shared, snap, &ctx, frame, &self.scratch, verdict);
+            let frame = &mut frames[i][..lens[i]];
+            let offload = &mut offloads[i];
+            match pipeline::process(&ctx, frame, offload, scratch) {
+                Verdict::Forward(id) => match snap.ports.get(&id) {
+                    Some(to) => out.send(to, frame, offload),
+                    None => drop_frame(shared, port, DropReason::NoRoute),
+                },
+                Verdict::Flood => {
+                    for to in net.ports.iter().filter(|p| p.id != port.id) {
+                        out.send(to, frame, offload);
+                    }
+                }
+                Verdict::Reply(len) => transmit(shared, port, &scratch[..len], &Offload::NONE),
+                Verdict::Drop(reason) => drop_frame(shared, port, reason),
+            }
         }
         n
     }
@@ -94,9 +121,10 @@ impl Engine {
         let mut n = 0;
         while n < BATCH {
             match port.spec.io.recv(&mut self.frames[n]) {
-                Ok(len) => {
+                Ok((len, offload)) => {
                     port.counters.received(len);
                     self.lens[n] = len;
+                    self.offloads[n] = offload;
                     n += 1;
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
@@ -116,25 +144,40 @@ impl Default for Engine {
     }
 }
 
-fn apply(shared: &Shared, snap: &Snapshot, ctx: &Context, frame: &[u8], scratch: &[u8], verdict: Verdict) {
-    match verdict {
-        Verdict::Forward(id) => match snap.ports.get(&id) {
-            Some(out) => send(shared, out, frame),
-            None => drop_frame(shared, ctx.in_port, DropReason::NoRoute),
-        },
-        Verdict::Flood => {
-            for out in ctx.net.ports.iter().filter(|p| p.id != ctx.in_port.id) {
-                send(shared, out, frame);
-            }
+/// Sends frames out, doing in software what an output cannot take: a port
+/// without offloads gets GSO super-frames cut into segments and partial
+/// checksums finished (Open vSwitch's userspace TSO dropped such frames).
+struct Output<'a> {
+    shared: &'a Shared,
+    segment: &'a mut [u8],
+}
+
+impl Output<'_> {
+    #[inline]
+    fn send(&mut self, to: &Port, frame: &mut [u8], offload: &mut Offload) {
+        if offload.is_plain() || to.spec.io.takes_offloads() {
+            return transmit(self.shared, to, frame, offload);
         }
-        Verdict::Reply(len) => send(shared, ctx.in_port, &scratch[..len]),
-        Verdict::Drop(reason) => drop_frame(shared, ctx.in_port, reason),
+        if offload.is_gso() {
+            let shared = self.shared;
+            if gso::segment_tcp(frame, offload, self.segment, |seg| transmit(shared, to, seg, &Offload::NONE)).is_err()
+            {
+                drop_frame(shared, to, DropReason::Malformed);
+            }
+            return;
+        }
+        // Finished once, in place: every later output gets it as it is.
+        if gso::finish_checksum(frame, offload).is_err() {
+            return drop_frame(self.shared, to, DropReason::Malformed);
+        }
+        *offload = Offload::NONE;
+        transmit(self.shared, to, frame, offload);
     }
 }
 
 #[inline]
-fn send(shared: &Shared, out: &Port, frame: &[u8]) {
-    match out.spec.io.send(frame) {
+fn transmit(shared: &Shared, out: &Port, frame: &[u8], offload: &Offload) {
+    match out.spec.io.send(frame, offload) {
         Ok(()) => out.counters.sent(frame.len()),
         Err(_) => {
             out.counters.tx_drops.fetch_add(1, Relaxed);
@@ -206,6 +249,40 @@ fn epoll_ctl(epoll: &OwnedFd, op: libc::c_int, fd: RawFd, token: u64) {
     }
 }
 
+/// How long to keep polling without sleeping after the last frame.
+struct SpinWindow {
+    window: Duration,
+    last_traffic: Instant,
+    /// Whether the window was open on the previous poll.
+    was_open: bool,
+}
+
+impl SpinWindow {
+    fn new() -> SpinWindow {
+        SpinWindow { window: MIN_SPIN, last_traffic: Instant::now() - MAX_SPIN, was_open: false }
+    }
+
+    /// Whether to poll without sleeping now. A window that closes without
+    /// traffic was spent for nothing: the next one is half as long.
+    fn active(&mut self) -> bool {
+        let open = self.last_traffic.elapsed() < self.window;
+        if self.was_open && !open {
+            self.window = (self.window / 2).max(MIN_SPIN);
+        }
+        self.was_open = open;
+        open
+    }
+
+    /// Frames arrived; `while_spinning` says the window caught them, so a
+    /// longer one would have saved a wake-up next time too.
+    fn traffic(&mut self, while_spinning: bool) {
+        if while_spinning {
+            self.window = (self.window * 2).min(MAX_SPIN);
+        }
+        self.last_traffic = Instant::now();
+    }
+}
+
 fn run(shared: &Shared, index: usize) -> io::Result<()> {
     // SAFETY: epoll_create1 returns a new descriptor or -1.
     let raw = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
@@ -220,9 +297,10 @@ fn run(shared: &Shared, index: usize) -> io::Result<()> {
     let mut reg = Registered { epoll, ports: FxHashMap::default(), generation: u64::MAX };
     let mut engine = Engine::new();
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
-    let mut last_traffic = Instant::now() - SPIN_WINDOW;
+    let mut spin = SpinWindow::new();
     while !shared.stop.load(Relaxed) {
-        let timeout = if last_traffic.elapsed() < SPIN_WINDOW { 0 } else { MAX_SLEEP_MS };
+        let spinning = spin.active();
+        let timeout = if spinning { 0 } else { MAX_SLEEP_MS };
         // SAFETY: events is a valid buffer of the length passed.
         let ready =
             unsafe { libc::epoll_wait(reg.epoll.as_raw_fd(), events.as_mut_ptr(), events.len() as i32, timeout) };
@@ -251,7 +329,7 @@ fn run(shared: &Shared, index: usize) -> io::Result<()> {
             }
         }
         if handled > 0 {
-            last_traffic = Instant::now();
+            spin.traffic(spinning);
             counters.packets.fetch_add(handled as u64, Relaxed);
             counters.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
         }

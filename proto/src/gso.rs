@@ -1,0 +1,247 @@
+//! Software fallbacks for offloaded frames, for outputs that cannot take them
+//! as they are: finishing a partial checksum, and cutting a TCP GSO
+//! super-frame into MSS-sized segments (what the kernel's
+//! skb_checksum_help and TSO segmentation do).
+
+use crate::ethernet::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use crate::offload::{Offload, GSO_ECN, GSO_TCPV4, GSO_TCPV6};
+use crate::{be16, checksum, ipv4, ipv6, Error};
+
+const TCP_MIN_HEADER: usize = 20;
+const TCP_FIN: u8 = 0x01;
+const TCP_PSH: u8 = 0x08;
+const TCP_CWR: u8 = 0x80;
+
+/// Where the IP packet of an Ethernet frame ends (frames may carry padding).
+fn ip_end(frame: &[u8]) -> Result<usize, Error> {
+    let eth = ethernet::Frame::parse(frame)?;
+    let len = match eth.ethertype() {
+        ETHERTYPE_IPV4 => ipv4::Packet::parse(eth.payload())?.total_len(),
+        ETHERTYPE_IPV6 => ipv6::HEADER_LEN + ipv6::Packet::parse(eth.payload())?.payload().len(),
+        _ => return Err(Error::Malformed("offload metadata on a non-IP frame")),
+    };
+    Ok(ethernet::HEADER_LEN + len)
+}
+
+/// Finish the partial checksum `offload` describes, in place.
+pub fn finish_checksum(frame: &mut [u8], offload: &Offload) -> Result<(), Error> {
+    let end = ip_end(frame)?;
+    let start = offload.csum_start as usize;
+    let field = start + offload.csum_offset as usize;
+    if field + 2 > end {
+        return Err(Error::Malformed("checksum offsets beyond the packet"));
+    }
+    // The field holds the pseudo-header sum; summing over it finishes it.
+    let sum = match checksum::compute(&frame[start..end]) {
+        0 => 0xffff, // as the kernel does: 0 means "no checksum" to UDP
+        sum => sum,
+    };
+    frame[field..field + 2].copy_from_slice(&sum.to_be_bytes());
+    Ok(())
+}
+
+/// Layout of the headers of a TCP frame.
+struct TcpFrame {
+    l3: usize,
+    ip_header_len: usize,
+    is_v4: bool,
+    tcp: usize,
+    headers_end: usize,
+    end: usize,
+}
+
+fn tcp_layout(frame: &[u8]) -> Result<TcpFrame, Error> {
+    let end = ip_end(frame)?;
+    let l3 = ethernet::HEADER_LEN;
+    let (ip_header_len, is_v4) = match be16(frame, 12) {
+        ETHERTYPE_IPV4 => {
+            let ip = ipv4::Packet::parse(&frame[l3..])?;
+            if ip.protocol() != ipv4::PROTO_TCP {
+                return Err(Error::Malformed("TCP GSO on a non-TCP packet"));
+            }
+            (ip.header_len(), true)
+        }
+        _ => {
+            if ipv6::Packet::parse(&frame[l3..])?.next_header() != ipv4::PROTO_TCP {
+                return Err(Error::Malformed("TCP GSO behind IPv6 extension headers"));
+            }
+            (ipv6::HEADER_LEN, false)
+        }
+    };
+    let tcp = l3 + ip_header_len;
+    if tcp + TCP_MIN_HEADER > end {
+        return Err(Error::Truncated);
+    }
+    let headers_end = tcp + ((frame[tcp + 12] >> 4) as usize) * 4;
+    if headers_end < tcp + TCP_MIN_HEADER || headers_end > end {
+        return Err(Error::Malformed("TCP data offset"));
+    }
+    Ok(TcpFrame { l3, ip_header_len, is_v4, tcp, headers_end, end })
+}
+
+/// Cut a TCP GSO super-frame into segments of at most `gso_size` payload
+/// bytes, each with finished IP and TCP checksums, built one at a time in
+/// `out` and handed to `emit`. Returns the number of segments.
+pub fn segment_tcp(
+    frame: &[u8],
+    offload: &Offload,
+    out: &mut [u8],
+    mut emit: impl FnMut(&[u8]),
+) -> Result<usize, Error> {
+    let kind = offload.gso_type & !GSO_ECN;
+    if kind != GSO_TCPV4 && kind != GSO_TCPV6 {
+        return Err(Error::Malformed("GSO type other than TCP"));
+    }
+    let mss = offload.gso_size as usize;
+    if mss == 0 {
+        return Err(Error::Malformed("GSO size 0"));
+    }
+    let t = tcp_layout(frame)?;
+    let payload = &frame[t.headers_end..t.end];
+    if out.len() < t.headers_end + mss.min(payload.len()) {
+        return Err(Error::Malformed("segment larger than the segment buffer"));
+    }
+    let first_seq = u32::from_be_bytes(frame[t.tcp + 4..t.tcp + 8].try_into().unwrap());
+    let first_id = be16(frame, t.l3 + 4);
+    let count = payload.len().div_ceil(mss).max(1);
+    for i in 0..count {
+        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
+        let len = t.headers_end + chunk.len();
+        out[..t.headers_end].copy_from_slice(&frame[..t.headers_end]);
+        out[t.headers_end..len].copy_from_slice(chunk);
+        fix_ip_header(&mut out[..len], &t, first_id.wrapping_add(i as u16));
+        fix_tcp_header(&mut out[..len], &t, first_seq.wrapping_add((i * mss) as u32), i == 0, i + 1 == count);
+        emit(&out[..len]);
+    }
+    Ok(count)
+}
+
+fn fix_ip_header(seg: &mut [u8], t: &TcpFrame, id: u16) {
+    let l3_len = seg.len() - t.l3;
+    let ip = &mut seg[t.l3..t.l3 + t.ip_header_len];
+    if t.is_v4 {
+        ip[2..4].copy_from_slice(&(l3_len as u16).to_be_bytes());
+        ip[4..6].copy_from_slice(&id.to_be_bytes());
+        ip[10..12].fill(0);
+        let sum = checksum::compute(ip);
+        ip[10..12].copy_from_slice(&sum.to_be_bytes());
+    } else {
+        ip[4..6].copy_from_slice(&((l3_len - ipv6::HEADER_LEN) as u16).to_be_bytes());
+    }
+}
+
+fn fix_tcp_header(seg: &mut [u8], t: &TcpFrame, seq: u32, first: bool, last: bool) {
+    let tcp_len = seg.len() - t.tcp;
+    let pseudo = pseudo_header_sum(&seg[t.l3..t.tcp], t.is_v4, tcp_len);
+    let tcp = &mut seg[t.tcp..];
+    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+    if !last {
+        tcp[13] &= !(TCP_FIN | TCP_PSH);
+    }
+    if !first {
+        tcp[13] &= !TCP_CWR;
+    }
+    tcp[16..18].fill(0);
+    let sum = checksum::finish(checksum::sum(tcp, pseudo));
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+}
+
+/// Sum of the TCP pseudo-header for the addresses in `ip_header`.
+fn pseudo_header_sum(ip_header: &[u8], is_v4: bool, l4_len: usize) -> u32 {
+    let addresses = if is_v4 { &ip_header[12..20] } else { &ip_header[8..40] };
+    let tail = (ipv4::PROTO_TCP as u32) + (l4_len as u32 & 0xffff) + (l4_len as u32 >> 16);
+    checksum::sum(addresses, tail)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::offload::F_NEEDS_CSUM;
+    use crate::MacAddr;
+    use std::net::Ipv4Addr;
+
+    /// A TCP/IPv4 frame with `payload_len` bytes and a partial checksum.
+    fn tcp_frame(payload_len: usize, flags: u8) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20 + payload_len];
+        ethernet::write_header(&mut f, MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]), ETHERTYPE_IPV4);
+        let h = ipv4::Header {
+            src: Ipv4Addr::new(10, 0, 0, 1),
+            dst: Ipv4Addr::new(10, 0, 0, 2),
+            protocol: ipv4::PROTO_TCP,
+            ttl: 64,
+            payload_len: 20 + payload_len,
+        };
+        ipv4::write_header(&mut f[14..], &h);
+        let tcp = &mut f[34..];
+        tcp[0..2].copy_from_slice(&1234u16.to_be_bytes());
+        tcp[2..4].copy_from_slice(&80u16.to_be_bytes());
+        tcp[4..8].copy_from_slice(&1000u32.to_be_bytes());
+        tcp[12] = 5 << 4;
+        tcp[13] = flags;
+        for (i, b) in tcp[20..].iter_mut().enumerate() {
+            *b = i as u8;
+        }
+        // What the kernel leaves in the field: the folded pseudo-header sum.
+        let pseudo = pseudo_header_sum(&f[14..34], true, 20 + payload_len);
+        let folded = !checksum::finish(pseudo);
+        f[34 + 16..34 + 18].copy_from_slice(&folded.to_be_bytes());
+        f
+    }
+
+    fn tcp_checksum_ok(frame: &[u8]) -> bool {
+        let ip = ipv4::Packet::parse(&frame[14..]).unwrap();
+        let pseudo = pseudo_header_sum(&frame[14..34], true, ip.payload().len());
+        checksum::finish(checksum::sum(ip.payload(), pseudo)) == 0
+    }
+
+    fn partial() -> Offload {
+        Offload { flags: F_NEEDS_CSUM, csum_start: 34, csum_offset: 16, ..Offload::NONE }
+    }
+
+    #[test]
+    fn finishes_a_partial_checksum() {
+        let mut f = tcp_frame(100, 0x18);
+        assert!(!tcp_checksum_ok(&f));
+        finish_checksum(&mut f, &partial()).unwrap();
+        assert!(tcp_checksum_ok(&f));
+    }
+
+    #[test]
+    fn refuses_offsets_beyond_the_packet() {
+        let mut f = tcp_frame(10, 0x18);
+        let bad = Offload { csum_offset: 200, ..partial() };
+        assert!(finish_checksum(&mut f, &bad).is_err());
+    }
+
+    #[test]
+    fn segments_a_tcp_super_frame() {
+        let f = tcp_frame(3000, 0x19); // FIN|PSH|ACK
+        let o = Offload { gso_type: GSO_TCPV4, gso_size: 1400, ..partial() };
+        let mut out = vec![0u8; 2000];
+        let mut segs = vec![];
+        let n = segment_tcp(&f, &o, &mut out, |s| segs.push(s.to_vec())).unwrap();
+        assert_eq!(n, 3);
+        let mut payload = vec![];
+        for (i, s) in segs.iter().enumerate() {
+            let ip = ipv4::Packet::parse(&s[14..]).unwrap();
+            assert!(ip.header_checksum_ok());
+            assert!(tcp_checksum_ok(s), "segment {i}");
+            let tcp = ip.payload();
+            assert_eq!(u32::from_be_bytes(tcp[4..8].try_into().unwrap()), 1000 + 1400 * i as u32);
+            let last = i == 2;
+            assert_eq!(tcp[13] & (TCP_FIN | TCP_PSH) != 0, last, "FIN/PSH only on the last");
+            payload.extend_from_slice(&tcp[20..]);
+        }
+        assert_eq!(payload, f[54..].to_vec());
+        assert_eq!(segs[2].len(), 54 + 200);
+    }
+
+    #[test]
+    fn refuses_non_tcp_gso() {
+        let f = tcp_frame(3000, 0x10);
+        let o = Offload { gso_type: 5, gso_size: 1400, ..partial() };
+        assert!(segment_tcp(&f, &o, &mut [0u8; 2000], |_| {}).is_err());
+        let o = Offload { gso_type: GSO_TCPV4, gso_size: 0, ..partial() };
+        assert!(segment_tcp(&f, &o, &mut [0u8; 2000], |_| {}).is_err());
+    }
+}
