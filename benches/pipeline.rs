@@ -66,7 +66,7 @@ fn topology(hosts: usize) -> (Switch, Vec<Host>) {
             let ip = ip(2 + i as u8);
             let mac = MacAddr::from_ipv4(ip);
             let port = Arc::new(MemPort::new(QUEUE));
-            let spec = PortSpec { network: 1, name: format!("h{i}"), mac, ipv4: ip, io: port.clone() };
+            let spec = PortSpec { network: 1, name: format!("h{i}"), mac, ipv4: ip, queues: vec![port.clone()] };
             sw.add_port(spec).expect("port added");
             Host { port, mac, ip }
         })
@@ -185,8 +185,13 @@ fn null_topology(hosts: &[Host], frames: impl Fn(usize) -> Vec<Vec<u8>>) -> (Swi
         .enumerate()
         .map(|(i, host)| {
             let port = Arc::new(NullPort::new(frames(i)));
-            let spec =
-                PortSpec { network: 1, name: format!("null{i}"), mac: host.mac, ipv4: host.ip, io: port.clone() };
+            let spec = PortSpec {
+                network: 1,
+                name: format!("null{i}"),
+                mac: host.mac,
+                ipv4: host.ip,
+                queues: vec![port.clone()],
+            };
             sw.add_port(spec).expect("port added");
             port
         })

@@ -26,13 +26,16 @@ type Outcome = Result<Value, String>;
 /// A port that is live in the data path.
 struct Attached {
     port: PortId,
-    tap: Arc<Tap>,
+    /// The TAP's queues, one per worker.
+    queues: Vec<Arc<Tap>>,
 }
 
 pub struct Daemon {
     store: Store,
     state: State,
     switch: Switch,
+    /// Worker threads: each TAP gets one queue per worker.
+    workers: usize,
     /// Endpoint id → its live port. An endpoint whose plumbing failed at
     /// restore is in `state` but not here.
     attached: HashMap<String, Attached>,
@@ -44,7 +47,7 @@ impl Daemon {
     pub fn start(store: Store, workers: usize) -> io::Result<Daemon> {
         let state = store.load()?;
         let switch = Switch::start(workers)?;
-        let mut daemon = Daemon { store, state, switch, attached: HashMap::new() };
+        let mut daemon = Daemon { store, state, switch, workers, attached: HashMap::new() };
         if daemon.state.network(DEFAULT_NETWORK).is_none() {
             daemon.create_default_network().map_err(io::Error::other)?;
         }
@@ -325,9 +328,10 @@ impl Daemon {
             prefix_len: net.subnet.prefix_len(),
             default_gw: first_in_netns.then_some(net.gateway),
             ipv6: false,
+            queues: self.workers,
         };
-        let tap = match endpoint::attach(&spec) {
-            Ok(tap) => Arc::new(tap),
+        let queues: Vec<Arc<Tap>> = match endpoint::attach(&spec) {
+            Ok(taps) => taps.into_iter().map(Arc::new).collect(),
             Err(e) => {
                 if created_netns {
                     let _ = netns::delete(&ep.netns);
@@ -340,10 +344,10 @@ impl Daemon {
             name: format!("{}/{}", ep.netns, ep.ifname),
             mac: ep.mac,
             ipv4: ep.ipv4,
-            io: tap.clone(),
+            queues: queues.iter().map(|q| q.clone() as Arc<dyn ports::FrameIo>).collect(),
         };
         let port = self.switch.add_port(port_spec).map_err(io::Error::other)?;
-        self.attached.insert(ep.id.clone(), Attached { port, tap });
+        self.attached.insert(ep.id.clone(), Attached { port, queues });
         Ok(())
     }
 
@@ -369,7 +373,7 @@ impl Daemon {
             Some(live) => {
                 // Not persistent any more: the device goes with the last fd,
                 // which the workers drop as remove_port returns.
-                live.tap.set_persist(false).map_err(|e| format!("releasing {}: {e}", ep.ifname))?;
+                live.queues[0].set_persist(false).map_err(|e| format!("releasing {}: {e}", ep.ifname))?;
                 self.switch.remove_port(live.port)?;
                 drop(live);
                 if delete_netns {

@@ -29,11 +29,15 @@ pub struct EndpointSpec {
     /// namespace then sends no router solicitations, MLD or DAD multicasts
     /// for the switch to flood to every port.
     pub ipv6: bool,
+    /// Queues to open: one per worker, so that each worker receives the
+    /// flows the kernel hashes to its queue.
+    pub queues: usize,
 }
 
 /// Make sure the namespace and its TAP exist and are configured as `spec`
-/// says, and return the TAP (its fd keeps working in the host namespace).
-pub fn attach(spec: &EndpointSpec) -> io::Result<Tap> {
+/// says, and return the TAP's queues (their fds keep working in the host
+/// namespace).
+pub fn attach(spec: &EndpointSpec) -> io::Result<Vec<Tap>> {
     ensure_netns(&spec.netns, spec.create_netns)?;
     let inside = spec.clone();
     netns::run_in(&spec.netns, move || configure(&inside))?.map_err(|e| context(e, format!("netns {}", spec.netns)))
@@ -76,12 +80,12 @@ fn ensure_netns(name: &str, create: bool) -> io::Result<()> {
 /// Inside the namespace: open the TAP and bring it to the configured state.
 /// A TAP this call created is removed again if configuring it fails, so a
 /// failed attach leaves nothing half-made behind.
-fn configure(spec: &EndpointSpec) -> io::Result<Tap> {
+fn configure(spec: &EndpointSpec) -> io::Result<Vec<Tap>> {
     let existed = netlink::link_index(&spec.ifname)?.is_some();
     let tap = Tap::open(&spec.ifname)?;
     tap.set_persist(true)?;
-    match configure_link(spec) {
-        Ok(()) => Ok(tap),
+    match configure_link(spec).and_then(|()| open_more_queues(&tap, spec.queues)) {
+        Ok(more) => Ok(std::iter::once(tap).chain(more).collect()),
         Err(e) => {
             if !existed {
                 // Best effort: the configuring error is the one to report.
@@ -90,6 +94,11 @@ fn configure(spec: &EndpointSpec) -> io::Result<Tap> {
             Err(e)
         }
     }
+}
+
+/// Queues beyond the first; they must be opened from inside the namespace.
+fn open_more_queues(first: &Tap, queues: usize) -> io::Result<Vec<Tap>> {
+    (1..queues.max(1)).map(|_| Tap::open(first.name())).collect()
 }
 
 fn configure_link(spec: &EndpointSpec) -> io::Result<()> {
@@ -164,6 +173,7 @@ mod tests {
             prefix_len: 16,
             default_gw: Some(Ipv4Addr::new(172, 17, 0, 1)),
             ipv6: false,
+            queues: 2,
         }
     }
 
@@ -216,11 +226,12 @@ mod tests {
         let _guard = NetnsGuard(name.clone());
         let spec = spec(&name);
 
-        let tap = attach(&spec).expect("first attach");
-        assert_eq!(tap.name(), "eth0");
+        let queues = attach(&spec).expect("first attach");
+        assert_eq!(queues.len(), 2);
+        assert_eq!(queues[1].name(), "eth0");
         assert_configured(&spec);
-        drop(tap); // as on daemon exit: the persistent TAP stays
-        let tap = attach(&spec).expect("second attach");
+        drop(queues); // as on daemon exit: the persistent TAP stays
+        let tap = attach(&spec).expect("second attach").remove(0);
         assert_configured(&spec);
 
         // The fd works from the host namespace: the kernel inside answers ARP.

@@ -30,7 +30,9 @@ pub struct Tap {
 impl Tap {
     /// Open (creating if absent) TAP `name` in the calling thread's network
     /// namespace. An existing persistent TAP is re-attached, which is how
-    /// ports survive a daemon restart.
+    /// ports survive a daemon restart. TAPs are multi-queue: each open
+    /// attaches one more queue, and the kernel spreads the namespace's
+    /// flows over the queues by hash.
     ///
     /// The TAP exchanges a `virtio_net_hdr` with every frame and has
     /// checksum and TCP segmentation offloads on: the namespace's stack
@@ -40,7 +42,8 @@ impl Tap {
         let what = format!("tap {name}");
         let mut req = ifreq(name).map_err(|e| context(e, what.clone()))?;
         // SAFETY: writing the flags member of the union that TUNSETIFF reads.
-        req.ifr_ifru.ifru_flags = (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR) as libc::c_short;
+        req.ifr_ifru.ifru_flags =
+            (libc::IFF_TAP | libc::IFF_NO_PI | libc::IFF_VNET_HDR | libc::IFF_MULTI_QUEUE) as libc::c_short;
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -166,7 +169,7 @@ fn ifreq(name: &str) -> io::Result<libc::ifreq> {
 fn tunsetiff_error(name: &str, e: io::Error) -> io::Error {
     let hint = match e.raw_os_error() {
         Some(libc::EBUSY) => " (the TAP is already open elsewhere)",
-        Some(libc::EINVAL) => " (a device of that name exists and is not a plain TAP)",
+        Some(libc::EINVAL) => " (a device of that name exists and is not a multi-queue TAP)",
         Some(libc::EPERM) => " (needs CAP_NET_ADMIN)",
         _ => "",
     };
@@ -205,12 +208,12 @@ mod tests {
             assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
             assert!(tap.poll_fd().is_some());
 
-            // A second open of a single-queue TAP is refused while attached.
-            let err = Tap::open("tap0").unwrap_err();
-            assert_eq!(netlink::os_error(&err), Some(libc::EBUSY), "{err}");
+            // A second open attaches a second queue of the same device.
+            let second = Tap::open("tap0").unwrap();
+            assert_eq!(netlink::link_index("tap0").unwrap(), netlink::link_index(second.name()).unwrap());
 
             tap.set_persist(true).unwrap();
-            drop(tap);
+            drop((tap, second));
             let again = Tap::open("tap0").expect("re-attach a persistent tap");
             again.set_persist(false).unwrap();
             drop(again);

@@ -41,15 +41,45 @@ pub struct PortSpec {
     pub name: String,
     pub mac: MacAddr,
     pub ipv4: Ipv4Addr,
-    pub io: Arc<dyn FrameIo>,
+    /// The port's queues (at least one). Queue j is received by worker
+    /// (first + j) mod workers; worker w sends on queue w mod queues.
+    pub queues: Vec<Arc<dyn FrameIo>>,
 }
 
 pub struct Port {
     pub id: PortId,
     pub spec: PortSpec,
-    /// Index of the worker that receives from this port, if any runs.
-    pub worker: Option<usize>,
+    /// The worker that receives queue 0, if any worker runs.
+    first_worker: Option<usize>,
+    /// Workers the switch runs.
+    workers: usize,
     pub counters: PortCounters,
+}
+
+impl Port {
+    /// The queue worker `w` receives from, if it receives from this port.
+    pub fn rx_queue(&self, w: usize) -> Option<usize> {
+        let first = self.first_worker?;
+        let q = (w + self.workers - first) % self.workers;
+        (q < self.spec.queues.len()).then_some(q)
+    }
+
+    /// The queue worker `w` sends on: its own, so workers do not contend.
+    #[inline]
+    pub fn tx_queue(&self, w: usize) -> &dyn FrameIo {
+        &*self.spec.queues[w % self.spec.queues.len()]
+    }
+
+    /// Whether the port takes GSO super-frames and partial checksums.
+    #[inline]
+    pub fn takes_offloads(&self) -> bool {
+        self.spec.queues[0].takes_offloads()
+    }
+
+    /// The workers that receive from this port.
+    fn receiving_workers(&self) -> impl Iterator<Item = usize> + '_ {
+        (0..self.workers).filter(|w| self.rx_queue(*w).is_some())
+    }
 }
 
 /// One network's bridge domain as the workers see it.
@@ -150,7 +180,7 @@ impl Switch {
             shared,
             control: Mutex::new(Control { next_port: 1 }),
             threads: Mutex::new(threads),
-            inline_engine: Mutex::new(Engine::new()),
+            inline_engine: Mutex::new(Engine::new(0)),
             fdb_aging,
         })
     }
@@ -199,10 +229,18 @@ impl Switch {
         let mut control = self.control.lock();
         let snap = self.shared.snapshot.load();
         let domain = snap.networks.get(&spec.network).ok_or_else(|| format!("no network index {}", spec.network))?;
+        if spec.queues.is_empty() {
+            return Err(format!("port {} has no queues", spec.name));
+        }
         let id = control.next_port;
         control.next_port += 1;
-        let port =
-            Arc::new(Port { id, worker: self.least_loaded_worker(&snap), spec, counters: PortCounters::default() });
+        let port = Arc::new(Port {
+            id,
+            first_worker: self.least_loaded_worker(&snap),
+            workers: self.shared.workers.len(),
+            spec,
+            counters: PortCounters::default(),
+        });
         domain.fdb.add_static(port.spec.mac, id);
         let mut ports = domain.ports.clone();
         ports.push(port.clone());
@@ -211,7 +249,7 @@ impl Switch {
             s.ports.insert(id, port.clone());
             s.networks.insert(rebuilt.spec.index, Arc::new(rebuilt));
         });
-        self.wake(port.worker);
+        port.receiving_workers().for_each(|w| self.shared.workers[w].waker.wake());
         Ok(id)
     }
 
@@ -227,10 +265,8 @@ impl Switch {
             s.networks.insert(rebuilt.spec.index, Arc::new(rebuilt));
         });
         domain.fdb.remove_port(id);
-        self.wake(port.worker);
-        if let Some(w) = port.worker {
-            self.wait_synced(w, generation);
-        }
+        port.receiving_workers().for_each(|w| self.shared.workers[w].waker.wake());
+        port.receiving_workers().for_each(|w| self.wait_synced(w, generation));
         Ok(())
     }
 
@@ -247,18 +283,13 @@ impl Switch {
         }
     }
 
+    /// The worker receiving the fewest queues: where a new port's first goes.
     fn least_loaded_worker(&self, snap: &Snapshot) -> Option<usize> {
         let mut load = vec![0usize; self.shared.workers.len()];
-        for w in snap.ports.values().filter_map(|p| p.worker) {
+        for w in snap.ports.values().flat_map(|p| p.receiving_workers()) {
             load[w] += 1;
         }
         (0..load.len()).min_by_key(|w| load[*w])
-    }
-
-    fn wake(&self, worker: Option<usize>) {
-        if let Some(w) = worker {
-            self.shared.workers[w].waker.wake();
-        }
     }
 
     /// Receive once from every port and handle what came, on the calling
@@ -266,7 +297,13 @@ impl Switch {
     pub fn poll_all(&self) -> usize {
         let snap = self.shared.snapshot.load_full();
         let mut engine = self.inline_engine.lock();
-        snap.ports.values().map(|p| engine.poll_port(&self.shared, &snap, p)).sum()
+        let mut handled = 0;
+        for port in snap.ports.values() {
+            for queue in 0..port.spec.queues.len() {
+                handled += engine.poll_port(&self.shared, &snap, port, queue);
+            }
+        }
+        handled
     }
 
     /// The FDB of a network, for `vsctl fdb-show`.
@@ -296,7 +333,7 @@ impl Switch {
             .map(|(index, slot)| (index, &slot.counters))
             .map(|(index, c)| WorkerReport {
                 index,
-                ports: snap.ports.values().filter(|p| p.worker == Some(index)).count(),
+                ports: snap.ports.values().filter(|p| p.rx_queue(index).is_some()).count(),
                 packets: c.packets.load(Ordering::Relaxed),
                 busy_percent: c.busy_ns.load(Ordering::Relaxed) as f64 * 100.0 / elapsed_ns,
             })

@@ -63,6 +63,8 @@ impl Waker {
 
 /// Buffers a worker owns, allocated once: no allocation per frame.
 pub struct Engine {
+    /// The worker this engine runs in: it sends on that worker's queues.
+    worker: usize,
     frames: Vec<Box<[u8]>>,
     lens: [usize; BATCH],
     offloads: [Offload; BATCH],
@@ -73,9 +75,10 @@ pub struct Engine {
 }
 
 impl Engine {
-    pub fn new() -> Engine {
+    pub fn new(worker: usize) -> Engine {
         let buffer = || vec![0u8; FRAME_BUF].into_boxed_slice();
         Engine {
+            worker,
             frames: (0..BATCH).map(|_| buffer()).collect(),
             lens: [0; BATCH],
             offloads: [Offload::NONE; BATCH],
@@ -84,9 +87,10 @@ impl Engine {
         }
     }
 
-    /// Receive up to a batch from `port` and handle it; returns frames handled.
-    pub fn poll_port(&mut self, shared: &Shared, snap: &Snapshot, port: &Port) -> usize {
-        let n = self.receive_batch(port);
+    /// Receive up to a batch from queue `queue` of `port` and handle it;
+    /// returns frames handled.
+    pub fn poll_port(&mut self, shared: &Shared, snap: &Snapshot, port: &Port, queue: usize) -> usize {
+        let n = self.receive_batch(port, queue);
         if n == 0 {
             return 0;
         }
@@ -95,8 +99,8 @@ impl Engine {
         };
         let view = net.fdb.view();
         let ctx = Context { net, fdb: &view, in_port: port, now: shared.now_secs() };
-        let Engine { frames, lens, offloads, scratch, segment } = self;
-        let mut out = Output { shared, segment };
+        let Engine { worker, frames, lens, offloads, scratch, segment } = self;
+        let mut out = Output { shared, worker: *worker, segment };
         for i in 0..n {
             let frame = &mut frames[i][..lens[i]];
             let offload = &mut offloads[i];
@@ -110,17 +114,18 @@ impl Engine {
                         out.send(to, frame, offload);
                     }
                 }
-                Verdict::Reply(len) => transmit(shared, port, &scratch[..len], &Offload::NONE),
+                Verdict::Reply(len) => transmit(shared, *worker, port, &scratch[..len], &Offload::NONE),
                 Verdict::Drop(reason) => drop_frame(shared, port, reason),
             }
         }
         n
     }
 
-    fn receive_batch(&mut self, port: &Port) -> usize {
+    fn receive_batch(&mut self, port: &Port, queue: usize) -> usize {
+        let io = &port.spec.queues[queue];
         let mut n = 0;
         while n < BATCH {
-            match port.spec.io.recv(&mut self.frames[n]) {
+            match io.recv(&mut self.frames[n]) {
                 Ok((len, offload)) => {
                     port.counters.received(len);
                     self.lens[n] = len;
@@ -138,46 +143,41 @@ impl Engine {
     }
 }
 
-impl Default for Engine {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
 /// Sends frames out, doing in software what an output cannot take: a port
 /// without offloads gets GSO super-frames cut into segments and partial
 /// checksums finished (Open vSwitch's userspace TSO dropped such frames).
 struct Output<'a> {
     shared: &'a Shared,
+    worker: usize,
     segment: &'a mut [u8],
 }
 
 impl Output<'_> {
     #[inline]
     fn send(&mut self, to: &Port, frame: &mut [u8], offload: &mut Offload) {
-        if offload.is_plain() || to.spec.io.takes_offloads() {
-            return transmit(self.shared, to, frame, offload);
+        let (shared, worker) = (self.shared, self.worker);
+        if offload.is_plain() || to.takes_offloads() {
+            return transmit(shared, worker, to, frame, offload);
         }
         if offload.is_gso() {
-            let shared = self.shared;
-            if gso::segment_tcp(frame, offload, self.segment, |seg| transmit(shared, to, seg, &Offload::NONE)).is_err()
-            {
+            let each = |seg: &[u8]| transmit(shared, worker, to, seg, &Offload::NONE);
+            if gso::segment_tcp(frame, offload, self.segment, each).is_err() {
                 drop_frame(shared, to, DropReason::Malformed);
             }
             return;
         }
         // Finished once, in place: every later output gets it as it is.
         if gso::finish_checksum(frame, offload).is_err() {
-            return drop_frame(self.shared, to, DropReason::Malformed);
+            return drop_frame(shared, to, DropReason::Malformed);
         }
         *offload = Offload::NONE;
-        transmit(self.shared, to, frame, offload);
+        transmit(shared, worker, to, frame, offload);
     }
 }
 
 #[inline]
-fn transmit(shared: &Shared, out: &Port, frame: &[u8], offload: &Offload) {
-    match out.spec.io.send(frame, offload) {
+fn transmit(shared: &Shared, worker: usize, out: &Port, frame: &[u8], offload: &Offload) {
+    match out.tx_queue(worker).send(frame, offload) {
         Ok(()) => out.counters.sent(frame.len()),
         Err(_) => {
             out.counters.tx_drops.fetch_add(1, Relaxed);
@@ -215,7 +215,8 @@ fn pin_to_core(index: usize) {
 /// The ports this worker has registered with its epoll set.
 struct Registered {
     epoll: OwnedFd,
-    ports: FxHashMap<u32, Arc<Port>>,
+    /// Port id → the port and the queue of it this worker receives.
+    ports: FxHashMap<u32, (Arc<Port>, usize)>,
     generation: u64,
 }
 
@@ -225,17 +226,18 @@ impl Registered {
         self.generation = snap.generation;
         let gone: Vec<u32> = self.ports.keys().filter(|id| !snap.ports.contains_key(id)).copied().collect();
         for id in gone {
-            if let Some(fd) = self.ports.remove(&id).and_then(|p| p.spec.io.poll_fd()) {
+            if let Some(fd) = self.ports.remove(&id).and_then(|(p, q)| p.spec.queues[q].poll_fd()) {
                 epoll_ctl(&self.epoll, libc::EPOLL_CTL_DEL, fd, 0);
             }
         }
-        for port in snap.ports.values().filter(|p| p.worker == Some(index)) {
+        for port in snap.ports.values() {
+            let Some(queue) = port.rx_queue(index) else { continue };
             if self.ports.contains_key(&port.id) {
                 continue;
             }
-            if let Some(fd) = port.spec.io.poll_fd() {
+            if let Some(fd) = port.spec.queues[queue].poll_fd() {
                 epoll_ctl(&self.epoll, libc::EPOLL_CTL_ADD, fd, port.id as u64);
-                self.ports.insert(port.id, port.clone());
+                self.ports.insert(port.id, (port.clone(), queue));
             }
         }
     }
@@ -295,7 +297,7 @@ fn run(shared: &Shared, index: usize) -> io::Result<()> {
     let (waker, counters) = (&slot.waker, &slot.counters);
     epoll_ctl(&epoll, libc::EPOLL_CTL_ADD, waker.0.as_raw_fd(), WAKER_TOKEN);
     let mut reg = Registered { epoll, ports: FxHashMap::default(), generation: u64::MAX };
-    let mut engine = Engine::new();
+    let mut engine = Engine::new(index);
     let mut events = vec![libc::epoll_event { events: 0, u64: 0 }; 256];
     let mut spin = SpinWindow::new();
     while !shared.stop.load(Relaxed) {
@@ -324,8 +326,8 @@ fn run(shared: &Shared, index: usize) -> io::Result<()> {
             let token = ev.u64;
             if token == WAKER_TOKEN {
                 waker.drain();
-            } else if let Some(port) = reg.ports.get(&(token as u32)) {
-                handled += engine.poll_port(shared, &snap, port);
+            } else if let Some((port, queue)) = reg.ports.get(&(token as u32)) {
+                handled += engine.poll_port(shared, &snap, port, *queue);
             }
         }
         if handled > 0 {

@@ -25,8 +25,13 @@ fn switch_with(ports: &[(u8, Arc<MemPort>)]) -> Switch {
     sw.add_network(spec).unwrap();
     for (last, port) in ports {
         let ip = host_ip(*last);
-        let spec =
-            PortSpec { network: 1, name: format!("h{last}"), mac: MacAddr::from_ipv4(ip), ipv4: ip, io: port.clone() };
+        let spec = PortSpec {
+            network: 1,
+            name: format!("h{last}"),
+            mac: MacAddr::from_ipv4(ip),
+            ipv4: ip,
+            queues: vec![port.clone()],
+        };
         sw.add_port(spec).unwrap();
     }
     sw

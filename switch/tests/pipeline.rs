@@ -35,7 +35,7 @@ fn host(sw: &Switch, net: u32, last: u8) -> Host {
     let port = Arc::new(MemPort::new(1024));
     let ip = ip(net as u8, last);
     let mac = MacAddr::from_ipv4(ip);
-    let spec = PortSpec { network: net, name: format!("h{last}"), mac, ipv4: ip, io: port.clone() };
+    let spec = PortSpec { network: net, name: format!("h{last}"), mac, ipv4: ip, queues: vec![port.clone()] };
     sw.add_port(spec).unwrap();
     Host { port, mac, ip }
 }
@@ -241,4 +241,27 @@ fn networks_with_ports_cannot_be_removed() {
     let id = sw.report().ports.iter().find(|p| p.network == "net2").unwrap().id;
     sw.remove_port(id).unwrap();
     sw.remove_network(2).unwrap();
+}
+
+#[test]
+fn every_queue_of_a_multi_queue_port_is_received() {
+    let sw = Switch::start(0).unwrap();
+    network(&sw, 1);
+    let b = host(&sw, 1, 3);
+    let (q0, q1) = (Arc::new(MemPort::new(16)), Arc::new(MemPort::new(16)));
+    let a_ip = ip(1, 2);
+    let spec = PortSpec {
+        network: 1,
+        name: "mq".into(),
+        mac: MacAddr::from_ipv4(a_ip),
+        ipv4: a_ip,
+        queues: vec![q0.clone(), q1.clone()],
+    };
+    sw.add_port(spec).unwrap();
+    let a = Host { port: q1.clone(), mac: MacAddr::from_ipv4(a_ip), ip: a_ip };
+    send(&sw, &a, udp_like(&a, b.mac, b.ip));
+    assert_eq!(b.port.take_all().len(), 1, "a frame on the second queue is switched");
+    // Replies leave on one queue of the port (the inline engine is worker 0).
+    send(&sw, &b, udp_like(&b, a.mac, a.ip));
+    assert_eq!(q0.take_all().len() + q1.take_all().len(), 1);
 }
