@@ -70,7 +70,7 @@ fn main() {
     }
     require_root();
     let cfg = Config::from_env();
-    topo::remove_stale_namespaces();
+    topo::remove_stale();
 
     eprintln!("lab: topology K (Linux bridge in its own namespace)");
     let (bridge, bridge_mtu) = {

@@ -101,21 +101,35 @@ pub fn ns_name(suffix: &str) -> String {
     format!("vl{}{suffix}", std::process::id())
 }
 
-/// Delete namespaces left by earlier runs that were killed (SIGKILL skips
-/// Drop): `vl<pid><suffix>` whose pid is no longer alive.
-pub fn remove_stale_namespaces() {
-    let Ok(entries) = fs::read_dir(netns::RUN_DIR) else { return };
-    for entry in entries.flatten() {
-        let name = entry.file_name().to_string_lossy().into_owned();
+/// Remove what earlier runs that were killed (SIGKILL skips Drop) left
+/// behind: namespaces `vl<pid><suffix>` and directories `/tmp/vswitch-lab-<pid>`
+/// whose pid is no longer alive.
+pub fn remove_stale() {
+    for name in dir_names(netns::RUN_DIR) {
         let Some(rest) = name.strip_prefix("vl") else { continue };
         let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-        let suffix = &rest[digits.len()..];
-        let ours = !digits.is_empty() && ["kS", "kA", "kB", "vA", "vB"].contains(&suffix);
-        if ours && !std::path::Path::new(&format!("/proc/{digits}")).exists() {
-            eprintln!("lab: removing stale namespace {name} of a killed run");
+        let ours = ["kS", "kA", "kB", "vA", "vB"].contains(&&rest[digits.len()..]);
+        if ours && dead(&digits) {
+            eprintln!("lab: removing namespace {name} of a killed run");
             let _ = netns::delete(&name);
         }
     }
+    for name in dir_names("/tmp") {
+        if name.strip_prefix("vswitch-lab-").is_some_and(dead) {
+            eprintln!("lab: removing /tmp/{name} of a killed run");
+            let _ = fs::remove_dir_all(format!("/tmp/{name}"));
+        }
+    }
+}
+
+fn dir_names(dir: &str) -> Vec<String> {
+    let entries = fs::read_dir(dir).into_iter().flatten().flatten();
+    entries.map(|e| e.file_name().to_string_lossy().into_owned()).collect()
+}
+
+/// Whether `pid` (decimal digits) names no running process.
+fn dead(pid: &str) -> bool {
+    !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !std::path::Path::new("/proc").join(pid).exists()
 }
 
 /// Topology K: bridge br0 in namespace kS, veth kA:eth0 <-> kS:va and
