@@ -334,6 +334,11 @@ fn run(shared: &Shared, index: usize) -> io::Result<()> {
             spin.traffic(spinning);
             counters.packets.fetch_add(handled as u64, Relaxed);
             counters.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Relaxed);
+        } else if spinning {
+            // An empty spin gives the core to whatever else is runnable on it
+            // (often the very namespaces whose traffic we wait for); with
+            // nothing else runnable this returns at once.
+            std::thread::yield_now();
         }
     }
     Ok(())
