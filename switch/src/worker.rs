@@ -100,7 +100,7 @@ impl Engine {
         let view = net.fdb.view();
         let ctx = Context { net, fdb: &view, in_port: port, now: shared.now_secs() };
         let Engine { worker, frames, lens, offloads, scratch, segment } = self;
-        let mut out = Output { shared, worker: *worker, segment };
+        let mut out = Output { shared, worker: *worker, from: port, segment };
         for i in 0..n {
             let frame = &mut frames[i][..lens[i]];
             let offload = &mut offloads[i];
@@ -149,6 +149,8 @@ impl Engine {
 struct Output<'a> {
     shared: &'a Shared,
     worker: usize,
+    /// The port the frames came in on: where a refused frame is counted.
+    from: &'a Port,
     segment: &'a mut [u8],
 }
 
@@ -162,13 +164,13 @@ impl Output<'_> {
         if offload.is_gso() {
             let each = |seg: &[u8]| transmit(shared, worker, to, seg, &Offload::NONE);
             if gso::segment_tcp(frame, offload, self.segment, each).is_err() {
-                drop_frame(shared, to, DropReason::Malformed);
+                drop_frame(shared, self.from, DropReason::Malformed);
             }
             return;
         }
         // Finished once, in place: every later output gets it as it is.
         if gso::finish_checksum(frame, offload).is_err() {
-            return drop_frame(shared, to, DropReason::Malformed);
+            return drop_frame(shared, self.from, DropReason::Malformed);
         }
         *offload = Offload::NONE;
         transmit(shared, worker, to, frame, offload);
