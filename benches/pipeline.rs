@@ -59,6 +59,7 @@ fn topology(hosts: usize) -> (Switch, Vec<Host>) {
         subnet: "10.1.0.0/16".parse().unwrap(),
         gateway,
         gateway_mac: MacAddr::from_ipv4(gateway),
+        internal: false,
     })
     .expect("network added");
     let hosts = (0..hosts)

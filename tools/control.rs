@@ -20,6 +20,8 @@ pub enum Request {
         ip_range: Option<String>,
         mtu: Option<u32>,
         #[serde(default)]
+        internal: bool,
+        #[serde(default)]
         may_exist: bool,
     },
     DelNet {
@@ -51,6 +53,9 @@ pub enum Request {
     },
     FdbShow {
         network: String,
+    },
+    Conntrack {
+        network: Option<String>,
     },
     Stats,
 }

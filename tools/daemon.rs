@@ -10,6 +10,7 @@ use crate::state::{State, Store};
 use ipnet::Ipv4Net;
 use ports::endpoint::{self, EndpointSpec};
 use ports::tap::Tap;
+use ports::uplink::Uplink;
 use ports::{netlink, netns};
 use proto::MacAddr;
 use serde_json::{json, Value};
@@ -19,9 +20,66 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 use switch::fdb::PortId;
 use switch::model::{self, Endpoint, Network, DEFAULT_MTU, DEFAULT_NETWORK};
-use switch::{ipam, NetworkSpec, PortSpec, Switch};
+use switch::{ipam, NetworkSpec, PortSpec, Switch, UplinkSpec};
 
 type Outcome = Result<Value, String>;
+
+/// `vswitchd --uplink IFACE --uplink-ip CIDR [--uplink-gw IP]`, checked.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UplinkConfig {
+    pub ifname: String,
+    /// The address the switch owns on the uplink's segment.
+    pub ip: Ipv4Addr,
+    pub gateway: Ipv4Addr,
+}
+
+impl UplinkConfig {
+    /// Check the uplink flags; without --uplink-gw, the host's default
+    /// route through IFACE gives the next hop.
+    pub fn from_flags(ifname: &str, ip: Option<&str>, gateway: Option<&str>) -> Result<UplinkConfig, String> {
+        let Some(ip) = ip else {
+            return Err(format!(
+                "--uplink {ifname} needs --uplink-ip CIDR: the switch owns its own address on the uplink's \
+                 segment (sharing {ifname}'s address is not supported yet)"
+            ));
+        };
+        let net: Ipv4Net = ip
+            .parse()
+            .map_err(|_| format!("invalid --uplink-ip {ip:?}: want an address with its prefix, like 192.0.2.10/24"))?;
+        let gateway = match gateway {
+            Some(text) => ipam::parse_ipv4("--uplink-gw", text)?,
+            None => default_gateway_via(ifname)
+                .ok_or_else(|| format!("no default route via {ifname}: give the next hop with --uplink-gw"))?,
+        };
+        if !net.contains(&gateway) || gateway == net.addr() {
+            return Err(format!("--uplink-gw {gateway} is not another host of the uplink's subnet {}", net.trunc()));
+        }
+        Ok(UplinkConfig { ifname: ifname.to_string(), ip: net.addr(), gateway })
+    }
+}
+
+/// The gateway of the host's IPv4 default route through `ifname`, from
+/// /proc/net/route (columns: Iface Destination Gateway ..., hex, host order).
+fn default_gateway_via(ifname: &str) -> Option<Ipv4Addr> {
+    let table = std::fs::read_to_string("/proc/net/route").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 3 || cols[0] != ifname || cols[1] != "00000000" {
+            return None;
+        }
+        let gw = u32::from_str_radix(cols[2], 16).ok()?;
+        Some(Ipv4Addr::from(gw.to_le_bytes()))
+    })
+}
+
+/// What add-net asks for beyond the name.
+struct NetRequest {
+    subnet: Option<String>,
+    gateway: Option<String>,
+    ip_range: Option<String>,
+    mtu: Option<u32>,
+    internal: bool,
+}
 
 /// A port that is live in the data path.
 struct Attached {
@@ -43,8 +101,8 @@ pub struct Daemon {
 
 impl Daemon {
     /// Load the saved state, create the default network on first start, and
-    /// bring every saved network and port back.
-    pub fn start(store: Store, workers: usize) -> io::Result<Daemon> {
+    /// bring every saved network and port back, and the uplink if given.
+    pub fn start(store: Store, workers: usize, uplink: Option<&UplinkConfig>) -> io::Result<Daemon> {
         let state = store.load()?;
         let switch = Switch::start(workers)?;
         let mut daemon = Daemon { store, state, switch, workers, attached: HashMap::new() };
@@ -53,7 +111,23 @@ impl Daemon {
         }
         daemon.restore();
         daemon.save().map_err(io::Error::other)?;
+        if let Some(config) = uplink {
+            daemon.attach_uplink(config)?;
+        }
         Ok(daemon)
+    }
+
+    fn attach_uplink(&mut self, config: &UplinkConfig) -> io::Result<()> {
+        let port = Uplink::open(&config.ifname)?;
+        let spec = UplinkSpec {
+            name: format!("uplink/{}", config.ifname),
+            queues: vec![Arc::new(port)],
+            ip: config.ip,
+            gateway: config.gateway,
+        };
+        self.switch.set_uplink(spec).map_err(io::Error::other)?;
+        log::info!("uplink {}: masquerading behind {} via {}", config.ifname, config.ip, config.gateway);
+        Ok(())
     }
 
     fn create_default_network(&mut self) -> Result<(), String> {
@@ -97,8 +171,9 @@ impl Daemon {
 
     pub fn handle(&mut self, request: Request) -> Response {
         let outcome = match request {
-            Request::AddNet { name, subnet, gateway, ip_range, mtu, may_exist } => {
-                self.add_net(&name, subnet.as_deref(), gateway.as_deref(), ip_range.as_deref(), mtu, may_exist)
+            Request::AddNet { name, subnet, gateway, ip_range, mtu, internal, may_exist } => {
+                let spec = NetRequest { subnet, gateway, ip_range, mtu, internal };
+                self.add_net(&name, spec, may_exist)
             }
             Request::DelNet { name, if_exists } => self.del_net(&name, if_exists),
             Request::ListNets => Ok(self.state.networks.iter().map(inspect::network_summary).collect()),
@@ -109,6 +184,7 @@ impl Daemon {
             Request::DelPort { network, netns, if_exists } => self.del_port(&network, &netns, if_exists),
             Request::ListPorts { network } => self.list_ports(network.as_deref()),
             Request::FdbShow { network } => self.fdb_show(&network),
+            Request::Conntrack { network } => self.conntrack(network.as_deref()),
             Request::Stats => serde_json::to_value(self.switch.report()).map_err(|e| e.to_string()),
         };
         match outcome {
@@ -123,24 +199,16 @@ impl Daemon {
 
     // ----- networks -----
 
-    fn add_net(
-        &mut self,
-        name: &str,
-        subnet: Option<&str>,
-        gateway: Option<&str>,
-        ip_range: Option<&str>,
-        mtu: Option<u32>,
-        may_exist: bool,
-    ) -> Outcome {
+    fn add_net(&mut self, name: &str, req: NetRequest, may_exist: bool) -> Outcome {
         if let Some(existing) = self.state.network(name) {
             return if may_exist { Ok(json!(existing.id)) } else { Err(format!("network {name:?} already exists")) };
         }
         validate_network_name(name)?;
-        let mtu = mtu.unwrap_or(DEFAULT_MTU);
+        let mtu = req.mtu.unwrap_or(DEFAULT_MTU);
         if !(68..=65_535).contains(&mtu) {
             return Err(format!("invalid mtu {mtu}: want 68 to 65535"));
         }
-        let subnet = match subnet {
+        let subnet = match req.subnet.as_deref() {
             Some(text) => {
                 let subnet = ipam::parse_subnet(text)?;
                 if let Some(other) = self.state.networks.iter().find(|n| ipam::overlaps(n.subnet, subnet)) {
@@ -150,13 +218,14 @@ impl Daemon {
             }
             None => self.free_subnet()?,
         };
-        let gateway = match gateway {
+        let gateway = match req.gateway.as_deref() {
             Some(text) => ipam::parse_ipv4("gateway", text)?,
             None => ipam::first_host(subnet),
         };
-        let ip_range = ip_range.map(parse_ip_range).transpose()?;
+        let ip_range = req.ip_range.as_deref().map(parse_ip_range).transpose()?;
         ipam::validate(subnet, gateway, ip_range)?;
-        let net = self.new_network(name, subnet, gateway, ip_range, mtu);
+        let mut net = self.new_network(name, subnet, gateway, ip_range, mtu);
+        net.internal = req.internal;
         let id = net.id.clone();
         self.install_network(net)?;
         self.save()?;
@@ -189,6 +258,7 @@ impl Daemon {
             ip_range,
             mtu,
             index: self.state.networks.iter().map(|n| n.index).max().unwrap_or(0) + 1,
+            internal: false,
         }
     }
 
@@ -400,6 +470,17 @@ impl Daemon {
         Ok(rows)
     }
 
+    fn conntrack(&self, network: Option<&str>) -> Outcome {
+        let index = network.map(|name| self.network(name).map(|n| n.index)).transpose()?;
+        let names: HashMap<u32, &str> = self.state.networks.iter().map(|n| (n.index, n.name.as_str())).collect();
+        let rows = self.switch.conntrack_rows(index).into_iter().map(|r| {
+            let network = names.get(&r.network).copied().unwrap_or("?");
+            json!({ "network": network, "proto": r.proto, "src": r.src, "dst": r.dst, "nat_src": r.nat_src,
+                    "state": r.state, "age_secs": r.age_secs })
+        });
+        Ok(rows.collect())
+    }
+
     fn fdb_show(&self, network: &str) -> Outcome {
         let net = self.network(network)?;
         let names: HashMap<PortId, String> = self
@@ -425,6 +506,7 @@ fn network_spec(net: &Network) -> NetworkSpec {
         subnet: net.subnet,
         gateway: net.gateway,
         gateway_mac: net.gateway_mac(),
+        internal: net.internal,
     }
 }
 
@@ -498,6 +580,19 @@ mod tests {
         assert!(parse_unicast_mac("01:00:5e:00:00:01").is_err());
         assert!(parse_unicast_mac("00:00:00:00:00:00").is_err());
         assert!(parse_unicast_mac("nonsense").is_err());
+    }
+
+    #[test]
+    fn uplink_flags_are_checked() {
+        let ok = UplinkConfig::from_flags("up0", Some("10.250.0.2/24"), Some("10.250.0.1")).unwrap();
+        assert_eq!((ok.ip, ok.gateway), ("10.250.0.2".parse().unwrap(), "10.250.0.1".parse().unwrap()));
+        assert!(UplinkConfig::from_flags("up0", None, None).unwrap_err().contains("--uplink-ip"));
+        assert!(UplinkConfig::from_flags("up0", Some("10.250.0.2"), Some("10.250.0.1")).is_err());
+        let off_link = UplinkConfig::from_flags("up0", Some("10.250.0.2/24"), Some("10.9.0.1")).unwrap_err();
+        assert!(off_link.contains("not another host"), "{off_link}");
+        assert!(UplinkConfig::from_flags("nosuch-if", Some("10.250.0.2/24"), None)
+            .unwrap_err()
+            .contains("no default route"));
     }
 
     #[test]

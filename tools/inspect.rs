@@ -31,7 +31,7 @@ pub fn network(net: &Network, endpoints: &[&Endpoint]) -> Value {
         "Driver": "bridge",
         "EnableIPv6": false,
         "IPAM": { "Driver": "default", "Options": {}, "Config": [config] },
-        "Internal": false,
+        "Internal": net.internal,
         "Attachable": false,
         "Containers": containers,
         "Options": { "com.docker.network.driver.mtu": net.mtu.to_string() },
@@ -80,6 +80,7 @@ mod tests {
             ip_range: Some("10.9.1.0/24".parse().unwrap()),
             mtu: 1400,
             index: 3,
+            internal: false,
         };
         let ep = Endpoint {
             id: "e".repeat(64),

@@ -84,6 +84,7 @@ mod tests {
             ip_range: None,
             mtu: 1500,
             index: 1,
+            internal: false,
         };
         let state = State { networks: vec![net], endpoints: vec![] };
         store.save(&state).unwrap();

@@ -7,6 +7,7 @@ pub mod mem;
 pub mod netlink;
 pub mod netns;
 pub mod tap;
+pub mod uplink;
 
 pub use proto::offload::Offload;
 use std::io;

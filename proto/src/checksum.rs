@@ -33,6 +33,30 @@ pub fn compute(data: &[u8]) -> u16 {
     finish(sum(data, 0))
 }
 
+/// RFC 1624: the stored checksum `sum` after the 16-bit words `old` of the
+/// data it covers became `new` (same even length).
+pub fn update(sum: u16, old: &[u8], new: &[u8]) -> u16 {
+    !fold_words(!sum as u32, old, new)
+}
+
+/// The same for a partial checksum left for the hardware to finish
+/// (virtio NEEDS_CSUM): the field holds the folded pseudo-header sum,
+/// not complemented.
+pub fn update_partial(field: u16, old: &[u8], new: &[u8]) -> u16 {
+    fold_words(field as u32, old, new)
+}
+
+fn fold_words(mut acc: u32, old: &[u8], new: &[u8]) -> u16 {
+    for (o, n) in old.chunks_exact(2).zip(new.chunks_exact(2)) {
+        acc += !u16::from_be_bytes([o[0], o[1]]) as u32;
+        acc += u16::from_be_bytes([n[0], n[1]]) as u32;
+    }
+    while acc >> 16 != 0 {
+        acc = (acc & 0xffff) + (acc >> 16);
+    }
+    acc as u16
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,5 +79,25 @@ mod tests {
         let c = compute(&data);
         data[10..12].copy_from_slice(&c.to_be_bytes());
         assert_eq!(compute(&data), 0);
+    }
+
+    #[test]
+    fn incremental_update_matches_recomputing() {
+        let mut data = vec![0x45, 0, 0, 20, 0, 0, 0, 0, 64, 6, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2];
+        let before = compute(&data);
+        let old = data[12..16].to_vec();
+        data[12..16].copy_from_slice(&[192, 0, 2, 77]);
+        assert_eq!(update(before, &old, &data[12..16]), compute(&data));
+    }
+
+    #[test]
+    fn partial_update_matches_recomputing_the_pseudo_sum() {
+        let pseudo = |src: [u8; 4]| {
+            let mut p = src.to_vec();
+            p.extend_from_slice(&[10, 0, 0, 2, 0, 6, 0, 40]);
+            !finish(sum(&p, 0))
+        };
+        let field = pseudo([10, 0, 0, 1]);
+        assert_eq!(update_partial(field, &[10, 0, 0, 1], &[192, 0, 2, 77]), pseudo([192, 0, 2, 77]));
     }
 }

@@ -5,7 +5,9 @@
 //! change builds a new snapshot beside the old one, publishes it, and wakes
 //! the workers so they pick up new ports at once.
 
+use crate::conntrack::{self, Conntrack, DEFAULT_MAX_ENTRIES};
 use crate::fdb::{self, Fdb, PortId};
+use crate::nat::Uplink;
 use crate::stats::{DropCounters, PortCounters, PortReport, Report, WorkerCounters, WorkerReport};
 use crate::worker::{self, Engine, Waker};
 use arc_swap::ArcSwap;
@@ -31,7 +33,23 @@ pub struct NetworkSpec {
     pub subnet: Ipv4Net,
     pub gateway: Ipv4Addr,
     pub gateway_mac: MacAddr,
+    /// No way out: traffic beyond the gateway is dropped (Docker's --internal).
+    pub internal: bool,
 }
+
+/// The uplink: the switch's port on the world outside its networks.
+#[derive(Clone)]
+pub struct UplinkSpec {
+    pub name: String,
+    pub queues: Vec<Arc<dyn FrameIo>>,
+    /// The address the switch owns on the uplink's segment.
+    pub ip: Ipv4Addr,
+    /// Next hop for everything beyond the networks.
+    pub gateway: Ipv4Addr,
+}
+
+/// The data-path network index of the uplink port (no bridge domain).
+pub const UPLINK_NETWORK: u32 = u32::MAX;
 
 /// What the data path needs to know of a port.
 #[derive(Clone)]
@@ -104,6 +122,7 @@ pub struct Snapshot {
     pub generation: u64,
     pub ports: FxHashMap<PortId, Arc<Port>>,
     pub networks: FxHashMap<u32, Arc<Domain>>,
+    pub uplink: Option<Arc<Uplink>>,
 }
 
 /// What the control plane shares with one worker.
@@ -124,6 +143,7 @@ pub(crate) struct Shared {
     pub workers: Vec<WorkerSlot>,
     pub stop: AtomicBool,
     pub started: Instant,
+    pub conntrack: Mutex<Conntrack>,
 }
 
 impl Shared {
@@ -170,6 +190,7 @@ impl Switch {
             workers: slots,
             stop: AtomicBool::new(false),
             started: Instant::now(),
+            conntrack: Mutex::new(Conntrack::new(DEFAULT_MAX_ENTRIES)),
         });
         let mut threads = Vec::with_capacity(workers + 1);
         for index in 0..workers {
@@ -224,23 +245,53 @@ impl Switch {
         Ok(())
     }
 
-    /// Attach a port; its worker starts receiving from it at once.
-    pub fn add_port(&self, spec: PortSpec) -> Result<PortId, String> {
+    /// Set the uplink (once); masquerade for non-internal networks starts.
+    pub fn set_uplink(&self, spec: UplinkSpec) -> Result<PortId, String> {
         let mut control = self.control.lock();
         let snap = self.shared.snapshot.load();
-        let domain = snap.networks.get(&spec.network).ok_or_else(|| format!("no network index {}", spec.network))?;
+        if snap.uplink.is_some() {
+            return Err("the switch has an uplink already".into());
+        }
+        let port_spec = PortSpec {
+            network: UPLINK_NETWORK,
+            name: spec.name,
+            mac: MacAddr::from_ipv4(spec.ip),
+            ipv4: spec.ip,
+            queues: spec.queues,
+        };
+        let port = self.new_port(&mut control, &snap, port_spec)?;
+        let uplink = Arc::new(Uplink::new(port.id, spec.ip, spec.gateway));
+        self.publish(|s| {
+            s.ports.insert(port.id, port.clone());
+            s.uplink = Some(uplink);
+        });
+        port.receiving_workers().for_each(|w| self.shared.workers[w].waker.wake());
+        resolve_next_hop(&self.shared);
+        Ok(port.id)
+    }
+
+    fn new_port(&self, control: &mut Control, snap: &Snapshot, spec: PortSpec) -> Result<Arc<Port>, String> {
         if spec.queues.is_empty() {
             return Err(format!("port {} has no queues", spec.name));
         }
         let id = control.next_port;
         control.next_port += 1;
-        let port = Arc::new(Port {
+        Ok(Arc::new(Port {
             id,
-            first_worker: self.least_loaded_worker(&snap),
+            first_worker: self.least_loaded_worker(snap),
             workers: self.shared.workers.len(),
             spec,
             counters: PortCounters::default(),
-        });
+        }))
+    }
+
+    /// Attach a port; its worker starts receiving from it at once.
+    pub fn add_port(&self, spec: PortSpec) -> Result<PortId, String> {
+        let mut control = self.control.lock();
+        let snap = self.shared.snapshot.load();
+        let domain = snap.networks.get(&spec.network).ok_or_else(|| format!("no network index {}", spec.network))?;
+        let port = self.new_port(&mut control, &snap, spec)?;
+        let id = port.id;
         domain.fdb.add_static(port.spec.mac, id);
         let mut ports = domain.ports.clone();
         ports.push(port.clone());
@@ -306,6 +357,13 @@ impl Switch {
         handled
     }
 
+    /// The connection table, of one network or all, for `vsctl conntrack`.
+    pub fn conntrack_rows(&self, network: Option<u32>) -> Vec<conntrack::Row> {
+        let snap = self.shared.snapshot.load();
+        let nat_ip = snap.uplink.as_ref().map(|u| u.ip).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        self.shared.conntrack.lock().rows(network, nat_ip, self.shared.now_secs())
+    }
+
     /// The FDB of a network, for `vsctl fdb-show`.
     pub fn fdb_rows(&self, network: u32) -> Option<Vec<fdb::Row>> {
         let snap = self.shared.snapshot.load();
@@ -319,7 +377,11 @@ impl Switch {
             .ports
             .values()
             .map(|p| {
-                let net = snap.networks.get(&p.spec.network).map(|d| d.spec.name.clone()).unwrap_or_default();
+                let net = snap
+                    .networks
+                    .get(&p.spec.network)
+                    .map(|d| d.spec.name.clone())
+                    .unwrap_or_else(|| "(uplink)".to_string());
                 PortReport::new(p.id, p.spec.name.clone(), net, &p.counters)
             })
             .collect();
@@ -360,7 +422,20 @@ impl Drop for Switch {
     }
 }
 
-/// Ages the FDBs once a second.
+/// Ask for the uplink's next hop until it answers, so that the first
+/// packet out does not wait for ARP.
+fn resolve_next_hop(shared: &Shared) {
+    let snap = shared.snapshot.load();
+    let Some(uplink) = snap.uplink.as_deref() else { return };
+    let mut frame = [0u8; 64];
+    if let (Some(len), Some(port)) =
+        (uplink.gateway_request(shared.now_secs(), &mut frame), snap.ports.get(&uplink.port))
+    {
+        let _ = port.tx_queue(0).send(&frame[..len], &proto::offload::Offload::NONE);
+    }
+}
+
+/// Ages the FDBs and the connection table once a second.
 fn spawn_housekeeping(shared: Arc<Shared>, aging: Duration) -> std::io::Result<JoinHandle<()>> {
     std::thread::Builder::new().name("vsw-housekeeping".into()).spawn(move || {
         let max_age = aging.as_secs().max(1) as u32;
@@ -370,6 +445,8 @@ fn spawn_housekeeping(shared: Arc<Shared>, aging: Duration) -> std::io::Result<J
             for domain in shared.snapshot.load().networks.values() {
                 domain.fdb.age(now, max_age);
             }
+            shared.conntrack.lock().expire(now);
+            resolve_next_hop(&shared);
         }
     })
 }

@@ -112,6 +112,7 @@ mod tests {
             ip_range: range.map(|r| r.parse().unwrap()),
             mtu: 1500,
             index: 1,
+            internal: false,
         }
     }
 

@@ -2,12 +2,14 @@
 //! the forwarding tables (FDB), the pipeline stages a frame goes through, and
 //! the per-core workers that run them over the ports.
 
+pub mod conntrack;
 pub mod datapath;
 pub mod fdb;
 pub mod ipam;
 pub mod model;
+pub mod nat;
 pub mod pipeline;
 pub mod stats;
 mod worker;
 
-pub use datapath::{NetworkSpec, PortSpec, Switch};
+pub use datapath::{NetworkSpec, PortSpec, Switch, UplinkSpec};

@@ -24,6 +24,9 @@ pub struct Network {
     pub mtu: u32,
     /// Small number the data path knows the network by.
     pub index: u32,
+    /// No way out of the network (Docker's --internal).
+    #[serde(default)]
+    pub internal: bool,
 }
 
 impl Network {

@@ -4,7 +4,7 @@
 //! classify (parse and check headers) → ARP proxy → gateway (ICMP echo) → L2
 //! (learn, lookup, flood). The worker applies the verdict.
 
-use crate::datapath::{Domain, Port};
+use crate::datapath::{Domain, Port, Shared, Snapshot};
 use crate::fdb::{self, PortId};
 use crate::stats::DropReason;
 use proto::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
@@ -21,11 +21,17 @@ pub enum Verdict {
     /// Send the frame built in the scratch buffer (this many bytes) back out
     /// of the port it came in on.
     Reply(usize),
+    /// Send the frame built in the scratch buffer out of another port.
+    Send(PortId, usize),
+    /// Taken in by the switch itself (an ARP reply it asked for): nothing to send.
+    Consumed,
     Drop(DropReason),
 }
 
 /// What a stage sees besides the frame.
 pub struct Context<'a> {
+    pub snap: &'a Snapshot,
+    pub(crate) shared: &'a Shared,
     pub net: &'a Domain,
     pub fdb: &'a fdb::Map,
     pub in_port: &'a Port,
@@ -49,6 +55,9 @@ pub fn process(ctx: &Context, frame: &mut [u8], offload: &mut Offload, scratch: 
         }
     }
     if eth.dst() == ctx.net.spec.gateway_mac {
+        if eth.ethertype() == ETHERTYPE_IPV4 && routed_beyond(ctx, &eth) {
+            return crate::nat::route_out(ctx, frame, offload, scratch);
+        }
         if offload.needs_csum() {
             if gso::finish_checksum(frame, offload).is_err() {
                 return Verdict::Drop(DropReason::Malformed);
@@ -59,6 +68,11 @@ pub fn process(ctx: &Context, frame: &mut [u8], offload: &mut Offload, scratch: 
         return gateway(ctx, &eth, scratch);
     }
     l2(ctx, &eth)
+}
+
+/// Addressed to the gateway's MAC but not to its address: to be routed.
+fn routed_beyond(ctx: &Context, eth: &ethernet::Frame) -> bool {
+    ipv4::Packet::parse(eth.payload()).is_ok_and(|ip| ip.dst() != ctx.net.spec.gateway)
 }
 
 /// Parse the Ethernet header and check the header of what it carries, so

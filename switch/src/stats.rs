@@ -41,6 +41,9 @@ pub enum DropReason {
     SamePort,
     /// The output port refused the frame.
     TxError,
+    /// Came in on the uplink but is neither for the switch's address nor a
+    /// reply to a tracked flow (the segment's other traffic).
+    NotForUs,
 }
 
 /// Switch-wide drop counters, one per reason.
@@ -51,6 +54,7 @@ pub struct DropCounters {
     no_route: AtomicU64,
     same_port: AtomicU64,
     tx_error: AtomicU64,
+    not_for_us: AtomicU64,
 }
 
 impl DropCounters {
@@ -62,6 +66,7 @@ impl DropCounters {
             DropReason::NoRoute => &self.no_route,
             DropReason::SamePort => &self.same_port,
             DropReason::TxError => &self.tx_error,
+            DropReason::NotForUs => &self.not_for_us,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -73,6 +78,7 @@ impl DropCounters {
             no_route: self.no_route.load(Relaxed),
             same_port: self.same_port.load(Relaxed),
             tx_error: self.tx_error.load(Relaxed),
+            not_for_us: self.not_for_us.load(Relaxed),
         }
     }
 }
@@ -91,6 +97,8 @@ pub struct DropReport {
     pub no_route: u64,
     pub same_port: u64,
     pub tx_error: u64,
+    #[serde(default)]
+    pub not_for_us: u64,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

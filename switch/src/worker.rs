@@ -9,7 +9,8 @@
 //! not, so steady streams never pay for a wake-up and sparse traffic (a
 //! heartbeat every few milliseconds) does not keep a core busy.
 
-use crate::datapath::{Port, Shared, Snapshot};
+use crate::datapath::{Domain, Port, Shared, Snapshot};
+use crate::nat::{self, UplinkContext};
 use crate::pipeline::{self, Context, Verdict};
 use crate::stats::DropReason;
 use proto::gso;
@@ -94,29 +95,29 @@ impl Engine {
         if n == 0 {
             return 0;
         }
+        let now = shared.now_secs();
+        let Engine { worker, frames, lens, offloads, scratch, segment } = self;
+        let mut out = Output { shared, worker: *worker, from: port, segment };
         let Some(net) = snap.networks.get(&port.spec.network) else {
+            // Not a bridge port: the uplink.
+            let Some(uplink) = snap.uplink.as_deref().filter(|u| u.port == port.id) else {
+                return n;
+            };
+            let ctx = UplinkContext { snap, shared, uplink, now };
+            for i in 0..n {
+                let frame = &mut frames[i][..lens[i]];
+                let verdict = nat::from_uplink(&ctx, frame, &offloads[i], scratch);
+                out.apply(snap, None, frame, &mut offloads[i], scratch, verdict);
+            }
             return n;
         };
         let view = net.fdb.view();
-        let ctx = Context { net, fdb: &view, in_port: port, now: shared.now_secs() };
-        let Engine { worker, frames, lens, offloads, scratch, segment } = self;
-        let mut out = Output { shared, worker: *worker, from: port, segment };
+        let ctx = Context { snap, shared, net, fdb: &view, in_port: port, now };
         for i in 0..n {
             let frame = &mut frames[i][..lens[i]];
             let offload = &mut offloads[i];
-            match pipeline::process(&ctx, frame, offload, scratch) {
-                Verdict::Forward(id) => match snap.ports.get(&id) {
-                    Some(to) => out.send(to, frame, offload),
-                    None => drop_frame(shared, port, DropReason::NoRoute),
-                },
-                Verdict::Flood => {
-                    for to in net.ports.iter().filter(|p| p.id != port.id) {
-                        out.send(to, frame, offload);
-                    }
-                }
-                Verdict::Reply(len) => transmit(shared, *worker, port, &scratch[..len], &Offload::NONE),
-                Verdict::Drop(reason) => drop_frame(shared, port, reason),
-            }
+            let verdict = pipeline::process(&ctx, frame, offload, scratch);
+            out.apply(snap, Some(net), frame, offload, scratch, verdict);
         }
         n
     }
@@ -155,6 +156,38 @@ struct Output<'a> {
 }
 
 impl Output<'_> {
+    /// Carry out what the pipeline decided for one frame.
+    #[inline]
+    fn apply(
+        &mut self,
+        snap: &Snapshot,
+        net: Option<&Domain>,
+        frame: &mut [u8],
+        offload: &mut Offload,
+        scratch: &[u8],
+        verdict: Verdict,
+    ) {
+        let from = self.from;
+        match verdict {
+            Verdict::Forward(id) => match snap.ports.get(&id) {
+                Some(to) => self.send(to, frame, offload),
+                None => drop_frame(self.shared, from, DropReason::NoRoute),
+            },
+            Verdict::Flood => {
+                for to in net.iter().flat_map(|n| n.ports.iter()).filter(|p| p.id != from.id) {
+                    self.send(to, frame, offload);
+                }
+            }
+            Verdict::Reply(len) => transmit(self.shared, self.worker, from, &scratch[..len], &Offload::NONE),
+            Verdict::Send(id, len) => match snap.ports.get(&id) {
+                Some(to) => transmit(self.shared, self.worker, to, &scratch[..len], &Offload::NONE),
+                None => drop_frame(self.shared, from, DropReason::NoRoute),
+            },
+            Verdict::Drop(reason) => drop_frame(self.shared, from, reason),
+            Verdict::Consumed => {}
+        }
+    }
+
     #[inline]
     fn send(&mut self, to: &Port, frame: &mut [u8], offload: &mut Offload) {
         let (shared, worker) = (self.shared, self.worker);

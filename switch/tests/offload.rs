@@ -21,6 +21,7 @@ fn switch_with(ports: &[(u8, Arc<MemPort>)]) -> Switch {
         subnet: "10.1.0.0/16".parse().unwrap(),
         gateway: GATEWAY,
         gateway_mac: MacAddr::from_ipv4(GATEWAY),
+        internal: false,
     };
     sw.add_network(spec).unwrap();
     for (last, port) in ports {

@@ -27,6 +27,7 @@ fn network(sw: &Switch, index: u32) {
         subnet: format!("10.{index}.0.0/16").parse().unwrap(),
         gateway,
         gateway_mac: MacAddr::from_ipv4(gateway),
+        internal: false,
     };
     sw.add_network(spec).unwrap();
 }

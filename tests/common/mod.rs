@@ -61,6 +61,10 @@ pub struct Daemon {
     pub workers: usize,
     namespaces: Mutex<Vec<String>>,
     starts: usize,
+    /// The network namespace vswitchd runs in (None: the test's own).
+    netns: Option<String>,
+    /// Flags passed after the standard ones (e.g. `--uplink up0`).
+    extra_args: Vec<String>,
 }
 
 impl Daemon {
@@ -70,6 +74,20 @@ impl Daemon {
     }
 
     pub fn start_with_workers(workers: usize) -> Daemon {
+        Daemon::start_with(workers, None, &[])
+    }
+
+    /// Start a daemon with two workers inside network namespace `netns`
+    /// (entered with setns(CLONE_NEWNET) between fork and exec, so it keeps
+    /// the test's mount namespace and sees the namespaces it creates under
+    /// /run/netns), passing `extra_args` after the standard flags; also on
+    /// every restart with `spawn`. `netns` is not registered for cleanup:
+    /// it belongs to the caller.
+    pub fn start_in_netns(netns: &str, extra_args: &[&str]) -> Daemon {
+        Daemon::start_with(2, Some(netns), extra_args)
+    }
+
+    fn start_with(workers: usize, netns: Option<&str>, extra_args: &[&str]) -> Daemon {
         require_root();
         let dir = PathBuf::from(format!("/tmp/{}", unique_name("vswlab")));
         let _ = fs::remove_dir_all(&dir);
@@ -83,6 +101,8 @@ impl Daemon {
             workers,
             namespaces: Mutex::new(Vec::new()),
             starts: 0,
+            netns: netns.map(str::to_string),
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         d.spawn();
         d
@@ -99,19 +119,40 @@ impl Daemon {
         self.starts += 1;
         let mut log = fs::OpenOptions::new().create(true).append(true).open(&self.log).expect("open daemon log");
         writeln!(log, "===== vswitchd start #{} =====", self.starts).ok();
-        let child = Command::new(VSWITCHD)
-            .arg("--state-dir")
+        let mut cmd = Command::new(VSWITCHD);
+        cmd.arg("--state-dir")
             .arg(&self.state_dir)
             .arg("--socket")
             .arg(&self.socket)
             .arg("--workers")
             .arg(self.workers.to_string())
+            .args(&self.extra_args)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or("info".into()))
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn vswitchd");
+            .stderr(log);
+        // Opened here, used by the child between fork and exec (O_CLOEXEC:
+        // the daemon does not inherit it); dropped after spawn.
+        let ns_file = self
+            .netns
+            .as_ref()
+            .map(|ns| fs::File::open(netns::path(ns)).unwrap_or_else(|e| panic!("open netns {ns} for vswitchd: {e}")));
+        if let Some(f) = &ns_file {
+            use std::os::unix::process::CommandExt;
+            let fd = f.as_raw_fd();
+            // SAFETY: setns is async-signal-safe and touches no memory of
+            // the parent; the fd stays open until spawn returns.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let child = cmd.spawn().expect("spawn vswitchd");
+        drop(ns_file);
         self.child = Some(child);
         self.wait_ready();
     }
@@ -939,4 +980,302 @@ pub fn assert_one_line_naming(what: &str, stderr: &str, words: &[&str]) {
 /// Whether `path` exists (for readability).
 pub fn exists(path: impl AsRef<Path>) -> bool {
     path.as_ref().exists()
+}
+
+// ---------------------------------------------------------------------------
+// The outside world: a "host" namespace for vswitchd and an "outside" one
+// behind its uplink.
+
+/// The uplink's interface name inside the host namespace.
+pub const UPLINK_IFACE: &str = "up0";
+
+/// Two namespaces the test made: `host`, where vswitchd runs and owns
+/// `host/up0`, and `outside`, whose `eth0` (the other end of a veth pair)
+/// holds `outside_ip/prefix_len` and stands for the world beyond the switch.
+/// Both are deleted on drop, also when the test panics.
+pub struct Outside {
+    pub host: NetnsGuard,
+    pub outside: NetnsGuard,
+    pub outside_ip: Ipv4Addr,
+    pub prefix_len: u8,
+}
+
+impl Outside {
+    /// Create both namespaces and the veth pair; everything up (lo too).
+    pub fn create(outside_ip: Ipv4Addr, prefix_len: u8) -> Outside {
+        require_root();
+        let o = Outside { host: NetnsGuard::create(), outside: NetnsGuard::create(), outside_ip, prefix_len };
+        let outside = o.outside.0.clone();
+        in_ns(&o.host.0, move || -> io::Result<()> {
+            let up = ports::kernel_bridge::create_veth_into(UPLINK_IFACE, "eth0", &outside)?;
+            ports::netlink::set_link_up(up)?;
+            if let Some(lo) = ports::netlink::link_index("lo")? {
+                ports::netlink::set_link_up(lo)?;
+            }
+            Ok(())
+        })
+        .unwrap_or_else(|e| panic!("veth {}/{UPLINK_IFACE} <-> {}/eth0: {e}", o.host.0, o.outside.0));
+        in_ns(&o.outside.0, move || -> io::Result<()> {
+            let eth = ports::netlink::link_index("eth0")?.expect("eth0 in the outside namespace");
+            ports::netlink::add_ipv4_addr(eth, outside_ip, prefix_len)?;
+            ports::netlink::set_link_up(eth)?;
+            let lo = ports::netlink::link_index("lo")?.expect("lo");
+            ports::netlink::set_link_up(lo)
+        })
+        .unwrap_or_else(|e| panic!("address the outside namespace {}: {e}", o.outside.0));
+        o
+    }
+
+    /// Start vswitchd in the host namespace with `--uplink up0 --uplink-ip
+    /// UPLINK_IP/LEN --uplink-gw OUTSIDE_IP` and `extra` flags.
+    pub fn start_daemon(&self, uplink_ip: Ipv4Addr, extra: &[&str]) -> Daemon {
+        let cidr = format!("{uplink_ip}/{}", self.prefix_len);
+        let gw = self.outside_ip.to_string();
+        let mut args = vec!["--uplink", UPLINK_IFACE, "--uplink-ip", &cidr, "--uplink-gw", &gw];
+        args.extend_from_slice(extra);
+        Daemon::start_in_netns(&self.host.0, &args)
+    }
+}
+
+/// Whether this build of vswitchd has an uplink (`--uplink` in its --help).
+pub fn vswitchd_has_uplink() -> bool {
+    let out = Command::new(VSWITCHD).arg("--help").output().expect("run vswitchd --help");
+    String::from_utf8_lossy(&out.stdout).contains("--uplink")
+}
+
+/// Set SO_RCVTIMEO on a socket opened with `socket_in`.
+pub fn set_recv_timeout(fd: &OwnedFd, t: Duration) -> io::Result<()> {
+    set_timeout(fd.as_raw_fd(), libc::SO_RCVTIMEO, t)
+}
+
+/// One datagram from a socket opened with `socket_in` (SO_RCVTIMEO applies).
+pub fn recv_raw(fd: &OwnedFd) -> Option<Vec<u8>> {
+    let mut buf = vec![0u8; 65536];
+    // SAFETY: buf is valid for its length.
+    let n = unsafe { libc::recv(fd.as_raw_fd(), buf.as_mut_ptr() as *mut libc::c_void, buf.len(), 0) };
+    if n < 0 {
+        return None;
+    }
+    buf.truncate(n as usize);
+    Some(buf)
+}
+
+/// A TCP connection from `ns`, from the given local address and port (port
+/// 0: any), to `dst`; SO_REUSEADDR is set, so two namespaces (or a quick
+/// reconnect) may use the same local port. Fails after `timeout`.
+pub fn tcp_connect_from(ns: &str, src: SocketAddrV4, dst: SocketAddrV4, timeout: Duration) -> io::Result<TcpStream> {
+    let fd = socket_in(ns, libc::AF_INET, libc::SOCK_STREAM, 0)?;
+    let one: libc::c_int = 1;
+    // SAFETY: `one` is a valid c_int of the size we pass.
+    check(
+        unsafe {
+            libc::setsockopt(
+                fd.as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_REUSEADDR,
+                &one as *const _ as *const libc::c_void,
+                mem::size_of::<libc::c_int>() as libc::socklen_t,
+            )
+        },
+        "SO_REUSEADDR",
+    )?;
+    let sa = sockaddr_in(*src.ip(), src.port());
+    // SAFETY: sa is a valid sockaddr_in of the size we pass.
+    check(
+        unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                &sa as *const _ as *const libc::sockaddr,
+                mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        },
+        &format!("bind {src}"),
+    )?;
+    // connect(2) on a blocking socket gives up after SO_SNDTIMEO.
+    set_timeout(fd.as_raw_fd(), libc::SO_SNDTIMEO, timeout)?;
+    let da = sockaddr_in(*dst.ip(), dst.port());
+    // SAFETY: da is a valid sockaddr_in of the size we pass.
+    check(
+        unsafe {
+            libc::connect(
+                fd.as_raw_fd(),
+                &da as *const _ as *const libc::sockaddr,
+                mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+            )
+        },
+        &format!("connect {src} -> {dst}"),
+    )?;
+    let conn = TcpStream::from(fd);
+    conn.set_write_timeout(None)?;
+    Ok(conn)
+}
+
+/// Datagrams a `UdpEcho` received: (source, payload).
+type Received = std::sync::Arc<Mutex<Vec<(SocketAddrV4, Vec<u8>)>>>;
+
+/// A UDP server inside a namespace that records every datagram (source and
+/// payload) and sends the payload back to its source. Stops on drop.
+pub struct UdpEcho {
+    pub addr: SocketAddrV4,
+    seen: Received,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl UdpEcho {
+    pub fn start(ns: &str, ip: Ipv4Addr) -> UdpEcho {
+        let sock = udp_socket(ns, ip);
+        let addr = match sock.local_addr().expect("UDP local address") {
+            std::net::SocketAddr::V4(a) => a,
+            other => panic!("UDP server bound to {other}"),
+        };
+        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        let seen: Received = Default::default();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (seen2, stop2) = (seen.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            let mut buf = vec![0u8; 65536];
+            while !stop2.load(Ordering::Relaxed) {
+                let Ok((n, std::net::SocketAddr::V4(from))) = sock.recv_from(&mut buf) else {
+                    continue;
+                };
+                seen2.lock().unwrap().push((from, buf[..n].to_vec()));
+                let _ = sock.send_to(&buf[..n], from);
+            }
+        });
+        UdpEcho { addr, seen, stop, thread: Some(thread) }
+    }
+
+    /// Every datagram received so far: (source, payload).
+    pub fn seen(&self) -> Vec<(SocketAddrV4, Vec<u8>)> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for UdpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Send `payload` from `sock` to `dst` every `every` until a datagram with
+/// the same payload comes back or `timeout` passes; returns what came back
+/// and from where.
+pub fn udp_round_trip(
+    sock: &std::net::UdpSocket,
+    dst: SocketAddrV4,
+    payload: &[u8],
+    every: Duration,
+    timeout: Duration,
+) -> Result<SocketAddrV4, String> {
+    let deadline = Instant::now() + timeout;
+    sock.set_read_timeout(Some(every)).map_err(|e| e.to_string())?;
+    let mut buf = vec![0u8; 65536];
+    let (mut sent, mut other) = (0, 0);
+    while Instant::now() < deadline {
+        sock.send_to(payload, dst).map_err(|e| format!("send to {dst}: {e}"))?;
+        sent += 1;
+        let round = Instant::now() + every;
+        while Instant::now() < round {
+            match sock.recv_from(&mut buf) {
+                Ok((n, std::net::SocketAddr::V4(from))) if &buf[..n] == payload => return Ok(from),
+                Ok(_) => other += 1,
+                Err(_) => break,
+            }
+        }
+    }
+    Err(format!("no echo from {dst} within {timeout:?}: {sent} datagrams sent, {other} other datagrams received"))
+}
+
+/// A TCP server inside a namespace: accepts any number of connections,
+/// records each peer's address and echoes what it reads. Stops on drop.
+pub struct TcpEcho {
+    pub addr: SocketAddrV4,
+    peers: std::sync::Arc<Mutex<Vec<SocketAddrV4>>>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<thread::JoinHandle<()>>,
+}
+
+impl TcpEcho {
+    pub fn start(ns: &str, ip: Ipv4Addr) -> TcpEcho {
+        let listener =
+            in_ns(ns, move || TcpListener::bind((ip, 0))).unwrap_or_else(|e| panic!("listen on {ip} in {ns}: {e}"));
+        let addr = match listener.local_addr().unwrap() {
+            std::net::SocketAddr::V4(a) => a,
+            other => panic!("TCP server bound to {other}"),
+        };
+        listener.set_nonblocking(true).unwrap();
+        let peers = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (peers2, stop2) = (peers.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            let mut conns = Vec::new();
+            while !stop2.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((mut conn, std::net::SocketAddr::V4(peer))) => {
+                        peers2.lock().unwrap().push(peer);
+                        let stop3 = stop2.clone();
+                        conns.push(thread::spawn(move || {
+                            conn.set_nonblocking(false).ok();
+                            conn.set_read_timeout(Some(Duration::from_millis(100))).ok();
+                            let mut buf = vec![0u8; 64 * 1024];
+                            while !stop3.load(Ordering::Relaxed) {
+                                match conn.read(&mut buf) {
+                                    Ok(0) => return,
+                                    Ok(n) => {
+                                        if conn.write_all(&buf[..n]).is_err() {
+                                            return;
+                                        }
+                                    }
+                                    Err(e)
+                                        if e.kind() == io::ErrorKind::WouldBlock
+                                            || e.kind() == io::ErrorKind::TimedOut => {}
+                                    Err(_) => return,
+                                }
+                            }
+                        }));
+                    }
+                    Ok(_) => {}
+                    Err(_) => thread::sleep(Duration::from_millis(10)),
+                }
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        TcpEcho { addr, peers, stop, thread: Some(thread) }
+    }
+
+    /// The peer address of every connection accepted so far.
+    pub fn peers(&self) -> Vec<SocketAddrV4> {
+        self.peers.lock().unwrap().clone()
+    }
+}
+
+impl Drop for TcpEcho {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Write `msg` on `conn` and read back as many bytes: they must be the same.
+pub fn tcp_echo_round(conn: &mut TcpStream, msg: &[u8]) -> Result<(), String> {
+    conn.set_read_timeout(Some(Duration::from_secs(5))).map_err(|e| e.to_string())?;
+    conn.write_all(msg).map_err(|e| format!("write: {e}"))?;
+    let mut back = vec![0u8; msg.len()];
+    conn.read_exact(&mut back).map_err(|e| format!("read the echo: {e}"))?;
+    if back != msg {
+        return Err(format!(
+            "echo differs: sent {:?}, got {:?}",
+            String::from_utf8_lossy(msg),
+            String::from_utf8_lossy(&back)
+        ));
+    }
+    Ok(())
 }

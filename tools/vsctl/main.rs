@@ -34,6 +34,9 @@ enum Command {
         ip_range: Option<String>,
         #[arg(long)]
         mtu: Option<u32>,
+        /// No way out of the network: nothing is routed beyond its gateway.
+        #[arg(long)]
+        internal: bool,
         /// Succeed if the network already exists.
         #[arg(long)]
         may_exist: bool,
@@ -84,6 +87,13 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The connection table of masqueraded flows.
+    Conntrack {
+        #[arg(long)]
+        net: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Per-port and per-worker counters.
     Stats {
         #[arg(long)]
@@ -104,8 +114,8 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let (request, print): (Request, fn(&Value)) = match args.command {
-        Command::AddNet { name, subnet, gateway, ip_range, mtu, may_exist } => {
-            (Request::AddNet { name, subnet, gateway, ip_range, mtu, may_exist }, print_plain)
+        Command::AddNet { name, subnet, gateway, ip_range, mtu, internal, may_exist } => {
+            (Request::AddNet { name, subnet, gateway, ip_range, mtu, internal, may_exist }, print_plain)
         }
         Command::DelNet { name, if_exists } => (Request::DelNet { name, if_exists }, print_plain),
         Command::ListNets { json } => (Request::ListNets, if json { print_json } else { print_nets }),
@@ -118,6 +128,9 @@ fn run(args: Args) -> Result<(), String> {
             (Request::ListPorts { network }, if json { print_json } else { print_ports })
         }
         Command::FdbShow { network, json } => (Request::FdbShow { network }, if json { print_json } else { print_fdb }),
+        Command::Conntrack { net, json } => {
+            (Request::Conntrack { network: net }, if json { print_json } else { print_conntrack })
+        }
         Command::Stats { json } => (Request::Stats, if json { print_json } else { print_stats }),
     };
     let response = control::call(&args.socket, &request)?;
@@ -184,6 +197,11 @@ fn print_ports(v: &Value) {
 
 fn print_fdb(v: &Value) {
     print_table(&["MAC", "PORT", "TYPE", "AGE(s)"], rows(v, &["mac", "port", "type", "age_secs"]));
+}
+
+fn print_conntrack(v: &Value) {
+    let keys = ["network", "proto", "src", "dst", "nat_src", "state", "age_secs"];
+    print_table(&["NETWORK", "PROTO", "SOURCE", "DESTINATION", "TRANSLATED SOURCE", "STATE", "AGE(s)"], rows(v, &keys));
 }
 
 fn print_stats(v: &Value) {

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use vswitch::daemon::Daemon;
+use vswitch::daemon::{Daemon, UplinkConfig};
 use vswitch::server::Server;
 use vswitch::state::Store;
 use vswitch::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
@@ -23,6 +23,16 @@ struct Args {
     /// Data path worker threads (default: one per core).
     #[arg(long)]
     workers: Option<usize>,
+    /// Interface to the world outside the networks: the switch sends and
+    /// receives on it itself and masquerades the networks behind --uplink-ip.
+    #[arg(long, value_name = "IFACE")]
+    uplink: Option<String>,
+    /// The address (with prefix) the switch owns on the uplink's segment.
+    #[arg(long, value_name = "CIDR", requires = "uplink")]
+    uplink_ip: Option<String>,
+    /// Next hop beyond the networks (default: the host's default route via IFACE).
+    #[arg(long, value_name = "IP", requires = "uplink")]
+    uplink_gw: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -42,6 +52,11 @@ fn run(args: &Args) -> Result<(), String> {
     if workers == 0 {
         return Err("--workers must be at least 1".into());
     }
+    let uplink = args
+        .uplink
+        .as_deref()
+        .map(|ifname| UplinkConfig::from_flags(ifname, args.uplink_ip.as_deref(), args.uplink_gw.as_deref()))
+        .transpose()?;
     let store = Store::new(&args.state_dir).map_err(|e| e.to_string())?;
     let _lock = lock_state_dir(&args.state_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -49,7 +64,7 @@ fn run(args: &Args) -> Result<(), String> {
         signal_hook::flag::register(signal, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
     }
     let server = Server::bind(&args.socket).map_err(|e| e.to_string())?;
-    let mut daemon = Daemon::start(store, workers).map_err(|e| format!("starting: {e}"))?;
+    let mut daemon = Daemon::start(store, workers, uplink.as_ref()).map_err(|e| format!("starting: {e}"))?;
     log::info!(
         "vswitchd ready: {workers} workers, state in {}, control socket {}",
         args.state_dir.display(),

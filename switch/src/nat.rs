@@ -1,0 +1,296 @@
+//! Routing beyond the networks: masquerade out of the uplink, and replies
+//! translated back in. The switch owns an address on the uplink's segment
+//! (answering ARP for it with its own MAC, like a separate host) and sends
+//! everything beyond its networks to the uplink's next hop.
+
+use crate::conntrack::{Tuple, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use crate::datapath::Snapshot;
+use crate::fdb::PortId;
+use crate::pipeline::{Context, Verdict};
+use crate::stats::DropReason;
+use proto::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use proto::offload::Offload;
+use proto::{arp, checksum, icmp, ipv4, MacAddr};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+
+/// Seconds between ARP requests for an unresolved next hop.
+const ARP_RETRY_SECS: u32 = 1;
+const L3: usize = ethernet::HEADER_LEN;
+
+/// The uplink as the data path sees it.
+pub struct Uplink {
+    pub port: PortId,
+    /// The address the switch owns on the uplink's segment, and its MAC there.
+    pub ip: Ipv4Addr,
+    pub mac: MacAddr,
+    /// Next hop for everything beyond the networks.
+    pub gateway: Ipv4Addr,
+    /// The next hop's MAC once ARP told it (0: not yet).
+    gateway_mac: AtomicU64,
+    last_arp_request: AtomicU32,
+}
+
+impl Uplink {
+    pub fn new(port: PortId, ip: Ipv4Addr, gateway: Ipv4Addr) -> Uplink {
+        Uplink {
+            port,
+            ip,
+            mac: MacAddr::from_ipv4(ip),
+            gateway,
+            gateway_mac: AtomicU64::new(0),
+            last_arp_request: AtomicU32::new(u32::MAX),
+        }
+    }
+
+    /// An ARP request for the next hop, written into `buf`, unless its MAC
+    /// is known or one was sent less than a second ago.
+    pub fn gateway_request(&self, now: u32, buf: &mut [u8]) -> Option<usize> {
+        if self.gateway_mac().is_some() {
+            return None;
+        }
+        let last = self.last_arp_request.swap(now, Relaxed);
+        if last != u32::MAX && now.saturating_sub(last) < ARP_RETRY_SECS {
+            return None;
+        }
+        let us = arp::Host { mac: self.mac, ip: self.ip };
+        let them = arp::Host { mac: MacAddr::ZERO, ip: self.gateway };
+        Some(arp::write_frame(buf, arp::OP_REQUEST, us, them, MacAddr::BROADCAST))
+    }
+
+    fn gateway_mac(&self) -> Option<MacAddr> {
+        match self.gateway_mac.load(Relaxed) {
+            0 => None,
+            v => Some(MacAddr(v.to_be_bytes()[2..].try_into().unwrap())),
+        }
+    }
+
+    fn learn_gateway_mac(&self, mac: MacAddr) {
+        let mut v = [0u8; 8];
+        v[2..].copy_from_slice(&mac.0);
+        self.gateway_mac.store(u64::from_be_bytes(v), Relaxed);
+    }
+}
+
+/// Where the translated fields of an IPv4 packet sit.
+struct Flow {
+    proto: u8,
+    /// Offset of the L4 header in the frame.
+    l4: usize,
+    sport: u16,
+    dport: u16,
+    tcp_flags: u8,
+}
+
+impl Flow {
+    /// Offsets of the source and destination "ports" (the echo identifier
+    /// for ICMP, which stands for both).
+    fn port_offsets(&self) -> (usize, usize) {
+        match self.proto {
+            PROTO_ICMP => (self.l4 + 4, self.l4 + 4),
+            _ => (self.l4, self.l4 + 2),
+        }
+    }
+
+    fn checksum_offset(&self) -> usize {
+        self.l4
+            + match self.proto {
+                PROTO_TCP => 16,
+                PROTO_UDP => 6,
+                _ => 2,
+            }
+    }
+}
+
+/// The flow of an unfragmented TCP, UDP or ICMP echo packet; `echo_type`
+/// is the ICMP type accepted (request going out, reply coming in).
+fn parse_flow(frame: &[u8], echo_type: u8) -> Option<Flow> {
+    let ip = ipv4::Packet::parse(&frame[L3..]).ok()?;
+    if ip.is_fragment() {
+        return None;
+    }
+    let l4 = L3 + ip.header_len();
+    let seg = ip.payload();
+    let be16 = |at: usize| u16::from_be_bytes([seg[at], seg[at + 1]]);
+    match ip.protocol() {
+        PROTO_TCP if seg.len() >= 20 => {
+            Some(Flow { proto: PROTO_TCP, l4, sport: be16(0), dport: be16(2), tcp_flags: seg[13] })
+        }
+        PROTO_UDP if seg.len() >= 8 => {
+            Some(Flow { proto: PROTO_UDP, l4, sport: be16(0), dport: be16(2), tcp_flags: 0 })
+        }
+        PROTO_ICMP if seg.len() >= 8 && seg[0] == echo_type => {
+            Some(Flow { proto: PROTO_ICMP, l4, sport: be16(4), dport: be16(4), tcp_flags: 0 })
+        }
+        _ => None,
+    }
+}
+
+/// A container's packet for beyond its network: translate it and send it
+/// out of the uplink.
+pub(crate) fn route_out(ctx: &Context, frame: &mut [u8], offload: &Offload, scratch: &mut [u8]) -> Verdict {
+    let (Some(uplink), false) = (ctx.snap.uplink.as_deref(), ctx.net.spec.internal) else {
+        return Verdict::Drop(DropReason::NoRoute);
+    };
+    let ip = ipv4::Packet::parse(&frame[L3..]).expect("classified");
+    let dst = ip.dst();
+    if ip.ttl() <= 1 || dst == uplink.ip || is_any_network(ctx.snap, dst) {
+        // Between networks there is no route (they are isolated); hairpin
+        // and ICMP errors come with published ports.
+        return Verdict::Drop(DropReason::NoRoute);
+    }
+    let Some(flow) = parse_flow(frame, icmp::TYPE_ECHO_REQUEST) else {
+        return Verdict::Drop(DropReason::NoRoute);
+    };
+    let Some(next_hop) = uplink.gateway_mac() else {
+        return resolve_gateway(uplink, ctx.now, scratch);
+    };
+    let orig = Tuple { proto: flow.proto, src: ip.src(), sport: flow.sport, dst, dport: flow.dport };
+    let nat_port = ctx.shared.conntrack.lock().outbound(ctx.net.spec.index, orig, flow.tcp_flags, ctx.now);
+    let Some(nat_port) = nat_port else {
+        return Verdict::Drop(DropReason::NoRoute);
+    };
+    rewrite(frame, offload, &flow, Side::Source, uplink.ip, nat_port);
+    decrement_ttl(frame);
+    ethernet::write_header(frame, next_hop, uplink.mac, ETHERTYPE_IPV4);
+    Verdict::Forward(uplink.port)
+}
+
+fn is_any_network(snap: &Snapshot, ip: Ipv4Addr) -> bool {
+    snap.networks.values().any(|d| d.spec.subnet.contains(&ip))
+}
+
+/// Ask for the next hop's MAC (at most once a second); the packet that
+/// needed it is lost, as a kernel without a neighbour entry would queue
+/// and then drop it.
+fn resolve_gateway(uplink: &Uplink, now: u32, scratch: &mut [u8]) -> Verdict {
+    match uplink.gateway_request(now, scratch) {
+        Some(len) => Verdict::Send(uplink.port, len),
+        None => Verdict::Drop(DropReason::NoRoute),
+    }
+}
+
+/// A frame that came in on the uplink: ARP for our address, or a reply to
+/// a tracked flow, translated back to its container.
+pub(crate) fn from_uplink(ctx: &UplinkContext, frame: &mut [u8], offload: &Offload, scratch: &mut [u8]) -> Verdict {
+    let eth = match crate::pipeline::classify(frame) {
+        Ok(eth) => eth,
+        Err(reason) => return Verdict::Drop(reason),
+    };
+    match eth.ethertype() {
+        ETHERTYPE_ARP => uplink_arp(ctx.uplink, &eth, scratch),
+        ETHERTYPE_IPV4 if eth.dst() == ctx.uplink.mac => translate_in(ctx, frame, offload),
+        _ => Verdict::Drop(DropReason::NotForUs),
+    }
+}
+
+/// What the uplink path sees besides the frame.
+pub(crate) struct UplinkContext<'a> {
+    pub snap: &'a Snapshot,
+    pub shared: &'a crate::datapath::Shared,
+    pub uplink: &'a Uplink,
+    pub now: u32,
+}
+
+fn uplink_arp(uplink: &Uplink, eth: &ethernet::Frame, scratch: &mut [u8]) -> Verdict {
+    let Ok(p) = arp::Packet::parse(eth.payload()) else {
+        return Verdict::Drop(DropReason::Malformed);
+    };
+    if p.sender_ip() == uplink.gateway && !p.sender_mac().is_multicast() {
+        uplink.learn_gateway_mac(p.sender_mac());
+    }
+    match (p.op(), p.target_ip() == uplink.ip) {
+        (arp::OP_REQUEST, true) => {
+            let us = arp::Host { mac: uplink.mac, ip: uplink.ip };
+            let asker = arp::Host { mac: p.sender_mac(), ip: p.sender_ip() };
+            Verdict::Reply(arp::write_frame(scratch, arp::OP_REPLY, us, asker, eth.src()))
+        }
+        (arp::OP_REPLY, true) => Verdict::Consumed,
+        _ => Verdict::Drop(DropReason::NotForUs),
+    }
+}
+
+fn translate_in(ctx: &UplinkContext, frame: &mut [u8], offload: &Offload) -> Verdict {
+    let ip = ipv4::Packet::parse(&frame[L3..]).expect("classified");
+    if ip.dst() != ctx.uplink.ip || ip.ttl() <= 1 {
+        return Verdict::Drop(DropReason::NotForUs);
+    }
+    let remote = ip.src();
+    let Some(flow) = parse_flow(frame, icmp::TYPE_ECHO_REPLY) else {
+        return Verdict::Drop(DropReason::NotForUs);
+    };
+    let entry =
+        ctx.shared.conntrack.lock().inbound(flow.proto, remote, flow.sport, flow.dport, flow.tcp_flags, ctx.now);
+    let Some(entry) = entry else {
+        return Verdict::Drop(DropReason::NotForUs);
+    };
+    let Some(net) = ctx.snap.networks.get(&entry.network) else {
+        return Verdict::Drop(DropReason::NoRoute);
+    };
+    let Some(&(mac, port)) = net.neighbours.get(&entry.orig.src) else {
+        return Verdict::Drop(DropReason::NoRoute);
+    };
+    rewrite(frame, offload, &flow, Side::Destination, entry.orig.src, entry.orig.sport);
+    decrement_ttl(frame);
+    ethernet::write_header(frame, mac, net.spec.gateway_mac, ETHERTYPE_IPV4);
+    Verdict::Forward(port)
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Side {
+    Source,
+    Destination,
+}
+
+/// Replace the source or destination address and port of an IPv4 packet,
+/// keeping the IP and L4 checksums right by incremental update (RFC 1624).
+/// A partial checksum (left for the receiver to finish) holds only the
+/// pseudo-header sum: the address change goes into it, the port change is
+/// covered when it is finished.
+fn rewrite(frame: &mut [u8], offload: &Offload, flow: &Flow, side: Side, ip: Ipv4Addr, port: u16) {
+    let addr_at = L3 + if side == Side::Source { 12 } else { 16 };
+    let old_ip: [u8; 4] = frame[addr_at..addr_at + 4].try_into().unwrap();
+    let new_ip = ip.octets();
+    frame[addr_at..addr_at + 4].copy_from_slice(&new_ip);
+    update_field(frame, L3 + 10, |sum| checksum::update(sum, &old_ip, &new_ip));
+
+    let (sport_at, dport_at) = flow.port_offsets();
+    let port_at = if side == Side::Source { sport_at } else { dport_at };
+    let old_port: [u8; 2] = frame[port_at..port_at + 2].try_into().unwrap();
+    let new_port = port.to_be_bytes();
+    frame[port_at..port_at + 2].copy_from_slice(&new_port);
+
+    let csum_at = flow.checksum_offset();
+    let has_pseudo_header = flow.proto != PROTO_ICMP;
+    if offload.needs_csum() {
+        if has_pseudo_header {
+            update_field(frame, csum_at, |f| checksum::update_partial(f, &old_ip, &new_ip));
+        }
+        return;
+    }
+    if flow.proto == PROTO_UDP && frame[csum_at..csum_at + 2] == [0, 0] {
+        return; // UDP without a checksum stays without one
+    }
+    update_field(frame, csum_at, |mut sum| {
+        if has_pseudo_header {
+            sum = checksum::update(sum, &old_ip, &new_ip);
+        }
+        match checksum::update(sum, &old_port, &new_port) {
+            0 if flow.proto == PROTO_UDP => 0xffff,
+            sum => sum,
+        }
+    });
+}
+
+fn decrement_ttl(frame: &mut [u8]) {
+    let at = L3 + 8;
+    let old = [frame[at], frame[at + 1]];
+    frame[at] -= 1;
+    let new = [frame[at], frame[at + 1]];
+    update_field(frame, L3 + 10, |sum| checksum::update(sum, &old, &new));
+}
+
+fn update_field(frame: &mut [u8], at: usize, f: impl FnOnce(u16) -> u16) {
+    let value = f(u16::from_be_bytes([frame[at], frame[at + 1]]));
+    frame[at..at + 2].copy_from_slice(&value.to_be_bytes());
+}

@@ -1,0 +1,207 @@
+//! Masquerade through the pipeline, with an in-memory uplink: containers'
+//! packets leave translated behind the uplink address, replies come back
+//! translated to the container, checksums stay right.
+
+use ports::mem::MemPort;
+use ports::Offload;
+use proto::ethernet::{self, ETHERTYPE_IPV4};
+use proto::offload::F_NEEDS_CSUM;
+use proto::{arp, checksum, gso, ipv4, MacAddr};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use switch::{NetworkSpec, PortSpec, Switch, UplinkSpec};
+
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+const CONTAINER: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 2);
+const UPLINK_IP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+const NEXT_HOP: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+const NEXT_HOP_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+const REMOTE: Ipv4Addr = Ipv4Addr::new(198, 51, 100, 7);
+
+struct Lab {
+    sw: Switch,
+    container: Arc<MemPort>,
+    uplink: Arc<MemPort>,
+}
+
+fn lab(internal: bool) -> Lab {
+    let sw = Switch::start(0).unwrap();
+    let spec = NetworkSpec {
+        index: 1,
+        name: "n".into(),
+        subnet: "10.1.0.0/16".parse().unwrap(),
+        gateway: GATEWAY,
+        gateway_mac: MacAddr::from_ipv4(GATEWAY),
+        internal,
+    };
+    sw.add_network(spec).unwrap();
+    let container = Arc::new(MemPort::with_offloads(256));
+    let mac = MacAddr::from_ipv4(CONTAINER);
+    sw.add_port(PortSpec { network: 1, name: "c".into(), mac, ipv4: CONTAINER, queues: vec![container.clone()] })
+        .unwrap();
+    let uplink = Arc::new(MemPort::with_offloads(256));
+    let spec = UplinkSpec { name: "up".into(), queues: vec![uplink.clone()], ip: UPLINK_IP, gateway: NEXT_HOP };
+    sw.set_uplink(spec).unwrap();
+    Lab { sw, container, uplink }
+}
+
+impl Lab {
+    /// Answer the ARP request the switch sent for its next hop.
+    fn resolve_next_hop(&self) {
+        let request = self.uplink.take().expect("an ARP request for the next hop");
+        let arp = arp::Packet::parse(&request[14..]).unwrap();
+        assert_eq!((arp.op(), arp.target_ip(), arp.sender_ip()), (arp::OP_REQUEST, NEXT_HOP, UPLINK_IP));
+        let mut reply = vec![0u8; 60];
+        let them = arp::Host { mac: NEXT_HOP_MAC, ip: NEXT_HOP };
+        let us = arp::Host { mac: arp.sender_mac(), ip: UPLINK_IP };
+        arp::write_frame(&mut reply, arp::OP_REPLY, them, us, arp.sender_mac());
+        self.uplink.inject(reply);
+        self.sw.poll_all();
+    }
+}
+
+fn udp(src: (Ipv4Addr, u16), dst: (Ipv4Addr, u16), eth_dst: MacAddr, eth_src: MacAddr) -> Vec<u8> {
+    let payload = b"hello, outside";
+    let mut f = vec![0u8; 14 + 20 + 8 + payload.len()];
+    ethernet::write_header(&mut f, eth_dst, eth_src, ETHERTYPE_IPV4);
+    let h = ipv4::Header { src: src.0, dst: dst.0, protocol: ipv4::PROTO_UDP, ttl: 64, payload_len: 8 + payload.len() };
+    ipv4::write_header(&mut f[14..], &h);
+    let u = &mut f[34..];
+    u[0..2].copy_from_slice(&src.1.to_be_bytes());
+    u[2..4].copy_from_slice(&dst.1.to_be_bytes());
+    u[4..6].copy_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    u[8..].copy_from_slice(payload);
+    let sum = l4_sum(&f);
+    f[40..42].copy_from_slice(&checksum::finish(sum).to_be_bytes());
+    f
+}
+
+/// Sum of pseudo-header and L4 segment of an IPv4 frame: 0xffff (or 0 after
+/// finish) when the checksum inside is right.
+fn l4_sum(frame: &[u8]) -> u32 {
+    let ip = ipv4::Packet::parse(&frame[14..]).unwrap();
+    let len = ip.payload().len() as u32;
+    checksum::sum(ip.payload(), checksum::sum(&frame[26..34], ip.protocol() as u32 + len))
+}
+
+fn l4_checksum_ok(frame: &[u8]) -> bool {
+    checksum::finish(l4_sum(frame)) == 0
+}
+
+fn ports_of(frame: &[u8]) -> (u16, u16) {
+    (u16::from_be_bytes([frame[34], frame[35]]), u16::from_be_bytes([frame[36], frame[37]]))
+}
+
+#[test]
+fn udp_goes_out_masqueraded_and_the_reply_comes_back() {
+    let lab = lab(false);
+    lab.resolve_next_hop();
+    let gw_mac = MacAddr::from_ipv4(GATEWAY);
+    lab.container.inject(udp((CONTAINER, 5353), (REMOTE, 53), gw_mac, MacAddr::from_ipv4(CONTAINER)));
+    lab.sw.poll_all();
+
+    let out = lab.uplink.take().expect("translated packet on the uplink");
+    let eth = ethernet::Frame::parse(&out).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (NEXT_HOP_MAC, MacAddr::from_ipv4(UPLINK_IP)));
+    let ip = ipv4::Packet::parse(&out[14..]).unwrap();
+    assert_eq!((ip.src(), ip.dst(), ip.ttl()), (UPLINK_IP, REMOTE, 63));
+    assert!(ip.header_checksum_ok());
+    assert!(l4_checksum_ok(&out));
+    let (nat_port, dport) = ports_of(&out);
+    assert_eq!(dport, 53);
+    assert!((32768..=60999).contains(&nat_port));
+
+    let reply = udp((REMOTE, 53), (UPLINK_IP, nat_port), MacAddr::from_ipv4(UPLINK_IP), NEXT_HOP_MAC);
+    lab.uplink.inject(reply);
+    lab.sw.poll_all();
+    let back = lab.container.take().expect("reply delivered to the container");
+    let eth = ethernet::Frame::parse(&back).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (MacAddr::from_ipv4(CONTAINER), gw_mac));
+    let ip = ipv4::Packet::parse(&back[14..]).unwrap();
+    assert_eq!((ip.src(), ip.dst()), (REMOTE, CONTAINER));
+    assert!(ip.header_checksum_ok());
+    assert!(l4_checksum_ok(&back));
+    assert_eq!(ports_of(&back), (53, 5353));
+
+    let rows = lab.sw.conntrack_rows(Some(1));
+    assert_eq!(rows.len(), 1);
+    assert_eq!((rows[0].src.as_str(), rows[0].nat_src.as_str()), ("10.1.0.2:5353", &*format!("192.0.2.2:{nat_port}")));
+}
+
+#[test]
+fn the_first_packet_asks_for_the_next_hop() {
+    let lab = lab(false);
+    lab.uplink.take_all(); // the request made when the uplink came up
+    let gw_mac = MacAddr::from_ipv4(GATEWAY);
+    // Within the same second no second request goes out.
+    lab.container.inject(udp((CONTAINER, 1), (REMOTE, 53), gw_mac, MacAddr::from_ipv4(CONTAINER)));
+    lab.sw.poll_all();
+    assert!(lab.uplink.take_all().iter().all(|f| f[12..14] == [8, 6]), "only ARP before the next hop is known");
+    assert_eq!(lab.sw.report().drops.no_route, 1);
+}
+
+#[test]
+fn the_switch_answers_arp_for_its_uplink_address() {
+    let lab = lab(false);
+    lab.uplink.take_all();
+    let mut req = vec![0u8; 60];
+    let asker = arp::Host { mac: NEXT_HOP_MAC, ip: NEXT_HOP };
+    let target = arp::Host { mac: MacAddr::ZERO, ip: UPLINK_IP };
+    arp::write_frame(&mut req, arp::OP_REQUEST, asker, target, MacAddr::BROADCAST);
+    lab.uplink.inject(req);
+    lab.sw.poll_all();
+    let reply = lab.uplink.take().expect("ARP reply");
+    let arp = arp::Packet::parse(&reply[14..]).unwrap();
+    assert_eq!(
+        (arp.op(), arp.sender_ip(), arp.sender_mac()),
+        (arp::OP_REPLY, UPLINK_IP, MacAddr::from_ipv4(UPLINK_IP))
+    );
+}
+
+#[test]
+fn internal_networks_and_other_networks_get_no_route() {
+    let lab = lab(true);
+    lab.resolve_next_hop();
+    let gw_mac = MacAddr::from_ipv4(GATEWAY);
+    lab.container.inject(udp((CONTAINER, 1), (REMOTE, 53), gw_mac, MacAddr::from_ipv4(CONTAINER)));
+    lab.sw.poll_all();
+    assert!(lab.uplink.take_all().is_empty());
+    assert_eq!(lab.sw.report().drops.no_route, 1);
+
+    let open = self::lab(false);
+    open.resolve_next_hop();
+    open.container.inject(udp((CONTAINER, 1), (Ipv4Addr::new(10, 1, 0, 9), 53), gw_mac, MacAddr::from_ipv4(CONTAINER)));
+    open.sw.poll_all();
+    assert!(open.uplink.take_all().is_empty(), "the network's own subnet is not routed out");
+}
+
+#[test]
+fn unsolicited_packets_on_the_uplink_are_not_forwarded() {
+    let lab = lab(false);
+    lab.resolve_next_hop();
+    let stray = udp((REMOTE, 53), (UPLINK_IP, 40000), MacAddr::from_ipv4(UPLINK_IP), NEXT_HOP_MAC);
+    lab.uplink.inject(stray);
+    lab.sw.poll_all();
+    assert!(lab.container.take_all().is_empty());
+    assert_eq!(lab.sw.report().drops.not_for_us, 1);
+}
+
+#[test]
+fn partial_checksums_stay_right_through_translation() {
+    let lab = lab(false);
+    lab.resolve_next_hop();
+    let gw_mac = MacAddr::from_ipv4(GATEWAY);
+    let mut frame = udp((CONTAINER, 7777), (REMOTE, 53), gw_mac, MacAddr::from_ipv4(CONTAINER));
+    // Leave the UDP checksum to the "hardware": the field holds the pseudo-header sum.
+    let ip = ipv4::Packet::parse(&frame[14..]).unwrap();
+    let len = ip.payload().len() as u32;
+    let pseudo = checksum::sum(&frame[26..34], ipv4::PROTO_UDP as u32 + len);
+    frame[40..42].copy_from_slice(&(!checksum::finish(pseudo)).to_be_bytes());
+    let partial = Offload { flags: F_NEEDS_CSUM, csum_start: 34, csum_offset: 6, ..Offload::NONE };
+    lab.container.inject_offloaded(frame, partial);
+    lab.sw.poll_all();
+    let (mut out, offload) = lab.uplink.take_offloaded().unwrap();
+    assert!(offload.needs_csum(), "still partial: the uplink takes offloads");
+    gso::finish_checksum(&mut out, &offload).unwrap();
+    assert!(l4_checksum_ok(&out), "finishing after translation gives a right checksum");
+}
