@@ -40,6 +40,8 @@ pub enum Request {
         mac: Option<String>,
         name: Option<String>,
         #[serde(default)]
+        publish: Vec<String>,
+        #[serde(default)]
         may_exist: bool,
     },
     DelPort {
@@ -56,6 +58,19 @@ pub enum Request {
     },
     Conntrack {
         network: Option<String>,
+    },
+    Publish {
+        network: String,
+        netns: String,
+        spec: String,
+    },
+    Unpublish {
+        network: String,
+        netns: String,
+        spec: String,
+    },
+    Port {
+        netns: String,
     },
     Stats,
 }
@@ -110,6 +125,7 @@ mod tests {
             ip: Some("10.0.0.5".into()),
             mac: None,
             name: None,
+            publish: vec!["8080:80".into()],
             may_exist: true,
         };
         let text = serde_json::to_string(&req).unwrap();

@@ -5,8 +5,8 @@
 //! refused request leaves state, data path and namespaces as they were.
 
 use crate::control::{Request, Response};
-use crate::inspect;
 use crate::state::{State, Store};
+use crate::{inspect, publish};
 use ipnet::Ipv4Net;
 use ports::endpoint::{self, EndpointSpec};
 use ports::tap::Tap;
@@ -18,8 +18,10 @@ use std::collections::HashMap;
 use std::io;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
+use switch::conntrack::{PROTO_TCP, PROTO_UDP};
 use switch::fdb::PortId;
-use switch::model::{self, Endpoint, Network, DEFAULT_MTU, DEFAULT_NETWORK};
+use switch::model::{self, Endpoint, Mapping, Network, DEFAULT_MTU, DEFAULT_NETWORK};
+use switch::nat::{Published, PublishedPorts};
 use switch::{ipam, NetworkSpec, PortSpec, Switch, UplinkSpec};
 
 type Outcome = Result<Value, String>;
@@ -72,6 +74,14 @@ fn default_gateway_via(ifname: &str) -> Option<Ipv4Addr> {
     })
 }
 
+/// What add-port asks for beyond network and namespace.
+struct PortRequest {
+    ip: Option<String>,
+    mac: Option<String>,
+    name: Option<String>,
+    publish: Vec<String>,
+}
+
 /// What add-net asks for beyond the name.
 struct NetRequest {
     subnet: Option<String>,
@@ -94,6 +104,8 @@ pub struct Daemon {
     switch: Switch,
     /// Worker threads: each TAP gets one queue per worker.
     workers: usize,
+    /// The switch's address on its uplink, where ports are published.
+    uplink_ip: Option<Ipv4Addr>,
     /// Endpoint id → its live port. An endpoint whose plumbing failed at
     /// restore is in `state` but not here.
     attached: HashMap<String, Attached>,
@@ -105,7 +117,7 @@ impl Daemon {
     pub fn start(store: Store, workers: usize, uplink: Option<&UplinkConfig>) -> io::Result<Daemon> {
         let state = store.load()?;
         let switch = Switch::start(workers)?;
-        let mut daemon = Daemon { store, state, switch, workers, attached: HashMap::new() };
+        let mut daemon = Daemon { store, state, switch, workers, uplink_ip: None, attached: HashMap::new() };
         if daemon.state.network(DEFAULT_NETWORK).is_none() {
             daemon.create_default_network().map_err(io::Error::other)?;
         }
@@ -126,6 +138,8 @@ impl Daemon {
             gateway: config.gateway,
         };
         self.switch.set_uplink(spec).map_err(io::Error::other)?;
+        self.uplink_ip = Some(config.ip);
+        self.install_published();
         log::info!("uplink {}: masquerading behind {} via {}", config.ifname, config.ip, config.gateway);
         Ok(())
     }
@@ -178,9 +192,13 @@ impl Daemon {
             Request::DelNet { name, if_exists } => self.del_net(&name, if_exists),
             Request::ListNets => Ok(self.state.networks.iter().map(inspect::network_summary).collect()),
             Request::ShowNet { name } => self.show_net(&name),
-            Request::AddPort { network, netns, ip, mac, name, may_exist } => {
-                self.add_port(&network, &netns, ip.as_deref(), mac.as_deref(), name, may_exist)
+            Request::AddPort { network, netns, ip, mac, name, publish, may_exist } => {
+                let req = PortRequest { ip, mac, name, publish };
+                self.add_port(&network, &netns, req, may_exist)
             }
+            Request::Publish { network, netns, spec } => self.publish(&network, &netns, &spec),
+            Request::Unpublish { network, netns, spec } => self.unpublish(&network, &netns, &spec),
+            Request::Port { netns } => self.port(&netns),
             Request::DelPort { network, netns, if_exists } => self.del_port(&network, &netns, if_exists),
             Request::ListPorts { network } => self.list_ports(network.as_deref()),
             Request::FdbShow { network } => self.fdb_show(&network),
@@ -294,15 +312,7 @@ impl Daemon {
 
     // ----- ports -----
 
-    fn add_port(
-        &mut self,
-        network: &str,
-        netns_name: &str,
-        ip: Option<&str>,
-        mac: Option<&str>,
-        name: Option<String>,
-        may_exist: bool,
-    ) -> Outcome {
+    fn add_port(&mut self, network: &str, netns_name: &str, req: PortRequest, may_exist: bool) -> Outcome {
         let net = self.network(network)?.clone();
         netns::validate_name(netns_name).map_err(|e| format!("invalid namespace name: {e}"))?;
         if let Some(existing) = self.state.endpoints_of(network).find(|e| e.netns == netns_name) {
@@ -312,10 +322,12 @@ impl Daemon {
                 Err(format!("namespace {netns_name} already has a port on network {network} ({})", existing.ifname))
             };
         }
-        let ep = self.plan_endpoint(&net, netns_name, ip, mac, name)?;
+        let mut ep = self.plan_endpoint(&net, netns_name, req.ip.as_deref(), req.mac.as_deref(), req.name)?;
+        ep.published = self.plan_mappings(&req.publish, &mut self.taken_host_ports())?;
         let first_in_netns = self.state.endpoints_in_netns(netns_name).next().is_none();
         self.attach(&ep, first_in_netns).map_err(|e| format!("plumbing {netns_name}/{}: {e}", ep.ifname))?;
         self.state.endpoints.push(ep.clone());
+        self.install_published();
         self.save()?;
         log::info!("added port {netns_name}/{} on {network} ({})", ep.ifname, ep.ipv4);
         Ok(inspect::endpoint(&ep, &net))
@@ -365,6 +377,7 @@ impl Daemon {
             mac,
             ipv4,
             owns_netns,
+            published: Vec::new(),
         })
     }
 
@@ -433,6 +446,7 @@ impl Daemon {
         let last_in_netns = self.state.endpoints_in_netns(netns_name).count() == 1;
         self.detach(&ep, ep.owns_netns && last_in_netns)?;
         self.state.endpoints.retain(|e| e.id != ep.id);
+        self.install_published();
         self.save()?;
         log::info!("removed port {netns_name}/{} from {network}", ep.ifname);
         Ok(Value::Null)
@@ -468,6 +482,119 @@ impl Daemon {
             .filter_map(|e| Some(inspect::endpoint(e, self.state.network(&e.network)?)))
             .collect();
         Ok(rows)
+    }
+
+    // ----- published ports -----
+
+    /// Host ports published so far, with who has each.
+    fn taken_host_ports(&self) -> publish::Taken {
+        let mut taken = publish::Taken::new();
+        for ep in &self.state.endpoints {
+            for m in &ep.published {
+                for (host, _) in m.pairs() {
+                    taken.insert((m.proto.clone(), host), format!("{}/{}", ep.netns, ep.ifname));
+                }
+            }
+        }
+        taken
+    }
+
+    /// Parse and place `specs`, refusing any host port taken (by others or
+    /// by an earlier spec of the same request). Changes nothing.
+    fn plan_mappings(&self, specs: &[String], taken: &mut publish::Taken) -> Result<Vec<Mapping>, String> {
+        if !specs.is_empty() && self.uplink_ip.is_none() {
+            return Err("publishing a port needs an uplink: start vswitchd with --uplink".into());
+        }
+        let mut mappings = Vec::with_capacity(specs.len());
+        for text in specs {
+            let spec = publish::parse(text)?;
+            if let Some(ip) = spec.host_ip.filter(|ip| !ip.is_unspecified()) {
+                if Some(ip) != self.uplink_ip {
+                    return Err(format!(
+                        "cannot publish on {ip}: the switch's uplink address is {}",
+                        self.uplink_ip.unwrap()
+                    ));
+                }
+            }
+            let mapping = publish::allocate(&spec, taken)?;
+            for (host, _) in mapping.pairs() {
+                taken.insert((mapping.proto.clone(), host), "this request".into());
+            }
+            mappings.push(mapping);
+        }
+        Ok(mappings)
+    }
+
+    /// Give the data path the published ports of every endpoint.
+    fn install_published(&self) {
+        let mut ports = PublishedPorts::default();
+        for ep in &self.state.endpoints {
+            let Some(net) = self.state.network(&ep.network) else { continue };
+            for m in &ep.published {
+                let proto = if m.proto == "udp" { PROTO_UDP } else { PROTO_TCP };
+                for (host, container) in m.pairs() {
+                    ports.insert((proto, host), Published { network: net.index, ip: ep.ipv4, port: container });
+                }
+            }
+        }
+        self.switch.set_published(ports);
+    }
+
+    fn endpoint_index(&self, network: &str, netns_name: &str) -> Result<usize, String> {
+        self.network(network)?;
+        self.state
+            .endpoints
+            .iter()
+            .position(|e| e.network == network && e.netns == netns_name)
+            .ok_or_else(|| format!("namespace {netns_name} has no port on network {network}"))
+    }
+
+    fn publish(&mut self, network: &str, netns_name: &str, spec: &str) -> Outcome {
+        let index = self.endpoint_index(network, netns_name)?;
+        let mut added = self.plan_mappings(&[spec.to_string()], &mut self.taken_host_ports())?;
+        let lines: Vec<String> = added.iter().map(|m| publish::describe(m, self.uplink_ip)).collect();
+        self.state.endpoints[index].published.append(&mut added);
+        self.install_published();
+        self.save()?;
+        Ok(json!(lines))
+    }
+
+    /// Remove the mappings of `spec`'s container ports (and host ports, if
+    /// it names them).
+    fn unpublish(&mut self, network: &str, netns_name: &str, spec: &str) -> Outcome {
+        let index = self.endpoint_index(network, netns_name)?;
+        let spec = publish::parse(spec)?;
+        let matches = |m: &Mapping| {
+            m.proto == spec.proto
+                && m.container_port == spec.container_port
+                && m.count == spec.count
+                && spec.host_port.is_none_or(|h| h == m.host_port)
+        };
+        let published = &mut self.state.endpoints[index].published;
+        let before = published.len();
+        published.retain(|m| !matches(m));
+        if published.len() == before {
+            return Err(format!(
+                "{netns_name} on {network} has no published port {}/{}",
+                spec.container_port, spec.proto
+            ));
+        }
+        self.install_published();
+        self.save()?;
+        Ok(Value::Null)
+    }
+
+    /// `docker port`: every published port of a namespace.
+    fn port(&self, netns_name: &str) -> Outcome {
+        let lines: Vec<String> = self
+            .state
+            .endpoints_in_netns(netns_name)
+            .flat_map(|e| e.published.iter().map(|m| publish::describe(m, self.uplink_ip)))
+            .collect();
+        if lines.is_empty() && self.state.endpoints_in_netns(netns_name).next().is_none() {
+            return Err(format!("namespace {netns_name} has no ports"));
+        }
+        Ok(json!(lines))
     }
 
     fn conntrack(&self, network: Option<&str>) -> Outcome {

@@ -62,6 +62,7 @@ pub fn endpoint(e: &Endpoint, net: &Network) -> Value {
         "MacAddress": e.mac.to_string(),
         "IPv4Address": format!("{}/{}", e.ipv4, net.subnet.prefix_len()),
         "Gateway": net.gateway.to_string(),
+        "Ports": e.published,
     })
 }
 
@@ -91,6 +92,7 @@ mod tests {
             mac: "02:42:0a:09:01:00".parse().unwrap(),
             ipv4: "10.9.1.0".parse().unwrap(),
             owns_netns: true,
+            published: vec![],
         };
         let v = network(&net, &[&ep]);
         let n = &v[0];

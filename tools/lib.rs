@@ -4,6 +4,7 @@
 pub mod control;
 pub mod daemon;
 pub mod inspect;
+pub mod publish;
 pub mod server;
 pub mod state;
 

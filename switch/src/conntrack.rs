@@ -1,6 +1,11 @@
-//! Connection tracking for masquerade: every flow a container opens to the
-//! outside gets an entry mapping its original tuple to the external port it
-//! is translated to, so that replies can be translated back.
+//! Connection tracking for masquerade and published ports: every flow a
+//! container opens to the outside gets an entry mapping its tuple to the
+//! external port it is translated to, so that replies can be translated
+//! back; a flow that comes in to a published port gets the same kind of
+//! entry, with the published host port as its external port (the container
+//! sees the client's real address).
+//!
+//! Published host ports are reserved: masquerade never hands them out.
 //!
 //! External ports are unique per protocol across the whole table, so the
 //! same external tuple is never handed out twice. The table is bounded:
@@ -58,6 +63,9 @@ pub struct Entry {
     pub network: u32,
     pub orig: Tuple,
     pub nat_port: u16,
+    /// Came in to a published port (its external port is the host port,
+    /// shared by every client of it).
+    pub published: bool,
     pub state: State,
     pub created: u32,
     pub last_seen: u32,
@@ -85,8 +93,10 @@ pub struct Conntrack {
     replies: FxHashMap<ReplyKey, Tuple>,
     /// Next external port to try, per protocol.
     next_port: FxHashMap<u8, u16>,
-    /// External ports in use, per protocol.
+    /// Masquerade ports in use, per protocol.
     ports_in_use: FxHashMap<(u8, u16), Tuple>,
+    /// Published host ports, per protocol: never used for masquerade.
+    reserved: rustc_hash::FxHashSet<(u8, u16)>,
     max_entries: usize,
     pub evictions: u64,
 }
@@ -110,6 +120,7 @@ impl Conntrack {
             replies: FxHashMap::default(),
             next_port: FxHashMap::default(),
             ports_in_use: FxHashMap::default(),
+            reserved: Default::default(),
             max_entries: max_entries.max(1),
             evictions: 0,
         }
@@ -129,6 +140,9 @@ impl Conntrack {
     pub fn outbound(&mut self, network: u32, orig: Tuple, tcp_flags: u8, now: u32) -> Option<u16> {
         if let Some(entry) = self.flows.get_mut(&orig) {
             entry.last_seen = now;
+            if entry.published && entry.state == State::New {
+                entry.state = State::Established; // the container answered
+            }
             advance(entry, tcp_flags);
             return Some(entry.nat_port);
         }
@@ -139,12 +153,47 @@ impl Conntrack {
             self.evict_oldest();
             self.free_port(orig.proto)
         })?;
-        let mut entry = Entry { network, orig, nat_port, state: State::New, created: now, last_seen: now };
-        advance(&mut entry, tcp_flags);
-        self.replies.insert(reply_key(&orig, nat_port), orig);
         self.ports_in_use.insert((orig.proto, nat_port), orig);
-        self.flows.insert(orig, entry);
+        self.insert(
+            Entry { network, orig, nat_port, published: false, state: State::New, created: now, last_seen: now },
+            tcp_flags,
+        );
         Some(nat_port)
+    }
+
+    /// A new flow from outside to published host port `host_port`, for the
+    /// container `orig` describes (its side as source, the client as
+    /// destination). An existing entry is refreshed.
+    pub fn inbound_published(&mut self, network: u32, orig: Tuple, host_port: u16, tcp_flags: u8, now: u32) {
+        if let Some(entry) = self.flows.get_mut(&orig) {
+            entry.last_seen = now;
+            advance(entry, tcp_flags);
+            return;
+        }
+        if self.flows.len() >= self.max_entries {
+            self.evict_oldest();
+        }
+        let entry = Entry {
+            network,
+            orig,
+            nat_port: host_port,
+            published: true,
+            state: State::New,
+            created: now,
+            last_seen: now,
+        };
+        self.insert(entry, tcp_flags);
+    }
+
+    fn insert(&mut self, mut entry: Entry, tcp_flags: u8) {
+        advance(&mut entry, tcp_flags);
+        self.replies.insert(reply_key(&entry.orig, entry.nat_port), entry.orig);
+        self.flows.insert(entry.orig, entry);
+    }
+
+    /// The published host ports masquerade must leave alone.
+    pub fn set_reserved(&mut self, ports: impl IntoIterator<Item = (u8, u16)>) {
+        self.reserved = ports.into_iter().collect();
     }
 
     /// The flow a reply from outside belongs to, marking it established.
@@ -173,7 +222,7 @@ impl Conntrack {
         let mut port = start;
         for _ in 0..span {
             let next = if port == *NAT_PORTS.end() { *NAT_PORTS.start() } else { port + 1 };
-            if !self.ports_in_use.contains_key(&(proto, port)) {
+            if !self.ports_in_use.contains_key(&(proto, port)) && !self.reserved.contains(&(proto, port)) {
                 self.next_port.insert(proto, next);
                 return Some(port);
             }
@@ -193,7 +242,9 @@ impl Conntrack {
     fn remove(&mut self, orig: &Tuple) {
         if let Some(e) = self.flows.remove(orig) {
             self.replies.remove(&reply_key(orig, e.nat_port));
-            self.ports_in_use.remove(&(orig.proto, e.nat_port));
+            if !e.published {
+                self.ports_in_use.remove(&(orig.proto, e.nat_port));
+            }
         }
     }
 
@@ -310,6 +361,20 @@ mod tests {
         let id = ct.outbound(1, ping, 0, 0).unwrap();
         assert_eq!(ct.inbound(PROTO_ICMP, ping.dst, id, id, 0, 1).unwrap().orig, ping);
         assert!(ct.inbound(PROTO_ICMP, ping.dst, 77, id, 0, 1).is_none());
+    }
+
+    #[test]
+    fn published_flows_share_the_host_port_and_masquerade_avoids_it() {
+        let mut ct = Conntrack::new(10);
+        ct.set_reserved([(PROTO_UDP, *NAT_PORTS.start())]);
+        let client = |port| Tuple { dport: port, ..flow(80) };
+        ct.inbound_published(1, client(1111), 8080, 0, 0);
+        ct.inbound_published(1, client(2222), 8080, 0, 0);
+        assert_eq!(ct.inbound(PROTO_UDP, flow(0).dst, 2222, 8080, 0, 1).unwrap().orig, client(2222));
+        assert_eq!(ct.outbound(1, client(1111), 0, 1), Some(8080), "the container's answer leaves from the host port");
+        assert_eq!(ct.outbound(1, flow(5), 0, 1), Some(*NAT_PORTS.start() + 1), "reserved ports are skipped");
+        ct.expire(1000);
+        assert!(ct.is_empty());
     }
 
     #[test]

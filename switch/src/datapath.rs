@@ -7,7 +7,7 @@
 
 use crate::conntrack::{self, Conntrack, DEFAULT_MAX_ENTRIES};
 use crate::fdb::{self, Fdb, PortId};
-use crate::nat::Uplink;
+use crate::nat::{PublishedPorts, Uplink};
 use crate::stats::{DropCounters, PortCounters, PortReport, Report, WorkerCounters, WorkerReport};
 use crate::worker::{self, Engine, Waker};
 use arc_swap::ArcSwap;
@@ -123,6 +123,8 @@ pub struct Snapshot {
     pub ports: FxHashMap<PortId, Arc<Port>>,
     pub networks: FxHashMap<u32, Arc<Domain>>,
     pub uplink: Option<Arc<Uplink>>,
+    /// Published ports on the uplink address.
+    pub published: Arc<PublishedPorts>,
 }
 
 /// What the control plane shares with one worker.
@@ -355,6 +357,15 @@ impl Switch {
             }
         }
         handled
+    }
+
+    /// Replace the published ports. Their host ports are kept out of
+    /// masquerade from now on.
+    pub fn set_published(&self, ports: PublishedPorts) {
+        let _c = self.control.lock();
+        self.shared.conntrack.lock().set_reserved(ports.keys().copied());
+        let ports = Arc::new(ports);
+        self.publish(|s| s.published = ports);
     }
 
     /// The connection table, of one network or all, for `vsctl conntrack`.

@@ -54,6 +54,27 @@ pub struct Endpoint {
     pub ipv4: Ipv4Addr,
     /// The switch created the namespace and removes it with its last port.
     pub owns_netns: bool,
+    /// Ports published on the uplink address (`--publish`).
+    #[serde(default)]
+    pub published: Vec<Mapping>,
+}
+
+/// A published port range: host ports `host_port..host_port+count` on the
+/// uplink address lead to `container_port..container_port+count`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Mapping {
+    /// "tcp" or "udp".
+    pub proto: String,
+    pub host_port: u16,
+    pub container_port: u16,
+    pub count: u16,
+}
+
+impl Mapping {
+    /// (host port, container port) of every port in the range.
+    pub fn pairs(&self) -> impl Iterator<Item = (u16, u16)> + '_ {
+        (0..self.count).map(|i| (self.host_port + i, self.container_port + i))
+    }
 }
 
 /// New random identifier of 64 hex digits, like Docker's.

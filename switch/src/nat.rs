@@ -219,22 +219,46 @@ fn translate_in(ctx: &UplinkContext, frame: &mut [u8], offload: &Offload) -> Ver
     let Some(flow) = parse_flow(frame, icmp::TYPE_ECHO_REPLY) else {
         return Verdict::Drop(DropReason::NotForUs);
     };
-    let entry =
-        ctx.shared.conntrack.lock().inbound(flow.proto, remote, flow.sport, flow.dport, flow.tcp_flags, ctx.now);
-    let Some(entry) = entry else {
+    let Some(target) = inbound_target(ctx, &flow, remote) else {
         return Verdict::Drop(DropReason::NotForUs);
     };
-    let Some(net) = ctx.snap.networks.get(&entry.network) else {
+    let Some(net) = ctx.snap.networks.get(&target.network) else {
         return Verdict::Drop(DropReason::NoRoute);
     };
-    let Some(&(mac, port)) = net.neighbours.get(&entry.orig.src) else {
+    let Some(&(mac, port)) = net.neighbours.get(&target.ip) else {
         return Verdict::Drop(DropReason::NoRoute);
     };
-    rewrite(frame, offload, &flow, Side::Destination, entry.orig.src, entry.orig.sport);
+    rewrite(frame, offload, &flow, Side::Destination, target.ip, target.port);
     decrement_ttl(frame);
     ethernet::write_header(frame, mac, net.spec.gateway_mac, ETHERTYPE_IPV4);
     Verdict::Forward(port)
 }
+
+/// Where a packet from outside goes: the container of the tracked flow it
+/// answers, or of the published port it is addressed to (tracked from now
+/// on, so the container's answers leave from that port).
+fn inbound_target(ctx: &UplinkContext, flow: &Flow, remote: Ipv4Addr) -> Option<Published> {
+    let mut conntrack = ctx.shared.conntrack.lock();
+    if let Some(e) = conntrack.inbound(flow.proto, remote, flow.sport, flow.dport, flow.tcp_flags, ctx.now) {
+        return Some(Published { network: e.network, ip: e.orig.src, port: e.orig.sport });
+    }
+    let target = *ctx.snap.published.get(&(flow.proto, flow.dport))?;
+    let orig = Tuple { proto: flow.proto, src: target.ip, sport: target.port, dst: remote, dport: flow.sport };
+    conntrack.inbound_published(target.network, orig, flow.dport, flow.tcp_flags, ctx.now);
+    Some(target)
+}
+
+/// Where a published host port leads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Published {
+    /// Data-path index of the container's network.
+    pub network: u32,
+    pub ip: Ipv4Addr,
+    pub port: u16,
+}
+
+/// (protocol, host port) → container, for every published port.
+pub type PublishedPorts = rustc_hash::FxHashMap<(u8, u16), Published>;
 
 #[derive(Clone, Copy, PartialEq)]
 enum Side {

@@ -205,3 +205,35 @@ fn partial_checksums_stay_right_through_translation() {
     gso::finish_checksum(&mut out, &offload).unwrap();
     assert!(l4_checksum_ok(&out), "finishing after translation gives a right checksum");
 }
+
+#[test]
+fn a_published_port_reaches_the_container_with_the_clients_address() {
+    let lab = lab(false);
+    lab.resolve_next_hop();
+    let target = switch::nat::Published { network: 1, ip: CONTAINER, port: 53 };
+    lab.sw.set_published([((ipv4::PROTO_UDP, 8053), target)].into_iter().collect());
+
+    let query = udp((REMOTE, 4444), (UPLINK_IP, 8053), MacAddr::from_ipv4(UPLINK_IP), NEXT_HOP_MAC);
+    lab.uplink.inject(query);
+    lab.sw.poll_all();
+    let got = lab.container.take().expect("delivered to the container");
+    let ip = ipv4::Packet::parse(&got[14..]).unwrap();
+    assert_eq!((ip.src(), ip.dst()), (REMOTE, CONTAINER), "the container sees the client's real address");
+    assert_eq!(ports_of(&got), (4444, 53));
+    assert!(l4_checksum_ok(&got) && ip.header_checksum_ok());
+
+    let gw_mac = MacAddr::from_ipv4(GATEWAY);
+    lab.container.inject(udp((CONTAINER, 53), (REMOTE, 4444), gw_mac, MacAddr::from_ipv4(CONTAINER)));
+    lab.sw.poll_all();
+    let answer = lab.uplink.take().expect("the answer goes out");
+    let ip = ipv4::Packet::parse(&answer[14..]).unwrap();
+    assert_eq!((ip.src(), ip.dst()), (UPLINK_IP, REMOTE));
+    assert_eq!(ports_of(&answer), (8053, 4444), "from the published port");
+    assert!(l4_checksum_ok(&answer));
+
+    lab.sw.set_published(Default::default());
+    let again = udp((REMOTE, 5555), (UPLINK_IP, 8053), MacAddr::from_ipv4(UPLINK_IP), NEXT_HOP_MAC);
+    lab.uplink.inject(again);
+    lab.sw.poll_all();
+    assert!(lab.container.take_all().is_empty(), "unpublished: a new client gets nowhere");
+}

@@ -65,9 +65,18 @@ enum Command {
         /// Endpoint name (default: the namespace name).
         #[arg(long)]
         name: Option<String>,
+        /// Publish a port on the uplink address: [HOSTIP:][HOSTPORT:]PORT[/tcp|/udp] (repeatable).
+        #[arg(long, short = 'p', value_name = "SPEC")]
+        publish: Vec<String>,
         #[arg(long)]
         may_exist: bool,
     },
+    /// Publish a port of a live endpoint.
+    Publish { network: String, netns: String, spec: String },
+    /// Withdraw a published port.
+    Unpublish { network: String, netns: String, spec: String },
+    /// List a namespace's published ports, like `docker port`.
+    Port { netns: String },
     /// Detach a namespace from a network.
     DelPort {
         network: String,
@@ -120,9 +129,12 @@ fn run(args: Args) -> Result<(), String> {
         Command::DelNet { name, if_exists } => (Request::DelNet { name, if_exists }, print_plain),
         Command::ListNets { json } => (Request::ListNets, if json { print_json } else { print_nets }),
         Command::ShowNet { name } => (Request::ShowNet { name }, print_json),
-        Command::AddPort { network, netns, ip, mac, name, may_exist } => {
-            (Request::AddPort { network, netns, ip, mac, name, may_exist }, print_json)
+        Command::AddPort { network, netns, ip, mac, name, publish, may_exist } => {
+            (Request::AddPort { network, netns, ip, mac, name, publish, may_exist }, print_json)
         }
+        Command::Publish { network, netns, spec } => (Request::Publish { network, netns, spec }, print_lines),
+        Command::Unpublish { network, netns, spec } => (Request::Unpublish { network, netns, spec }, print_plain),
+        Command::Port { netns } => (Request::Port { netns }, print_lines),
         Command::DelPort { network, netns, if_exists } => (Request::DelPort { network, netns, if_exists }, print_plain),
         Command::ListPorts { network, json } => {
             (Request::ListPorts { network }, if json { print_json } else { print_ports })
@@ -146,6 +158,12 @@ fn print_plain(v: &Value) {
         Value::Null => {}
         Value::String(s) => println!("{s}"),
         other => println!("{other}"),
+    }
+}
+
+fn print_lines(v: &Value) {
+    for line in v.as_array().map(Vec::as_slice).unwrap_or_default() {
+        print_plain(line);
     }
 }
 
