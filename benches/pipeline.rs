@@ -60,6 +60,7 @@ fn topology(hosts: usize) -> (Switch, Vec<Host>) {
         gateway,
         gateway_mac: MacAddr::from_ipv4(gateway),
         internal: false,
+        icc: true,
     })
     .expect("network added");
     let hosts = (0..hosts)

@@ -21,6 +21,8 @@ pub enum Request {
         mtu: Option<u32>,
         #[serde(default)]
         internal: bool,
+        #[serde(default = "enabled")]
+        icc: bool,
         #[serde(default)]
         may_exist: bool,
     },
@@ -73,6 +75,10 @@ pub enum Request {
         netns: String,
     },
     Stats,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 /// Either `ok` with a result, or an error message for the user.

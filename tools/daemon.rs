@@ -89,6 +89,7 @@ struct NetRequest {
     ip_range: Option<String>,
     mtu: Option<u32>,
     internal: bool,
+    icc: bool,
 }
 
 /// A port that is live in the data path.
@@ -185,8 +186,8 @@ impl Daemon {
 
     pub fn handle(&mut self, request: Request) -> Response {
         let outcome = match request {
-            Request::AddNet { name, subnet, gateway, ip_range, mtu, internal, may_exist } => {
-                let spec = NetRequest { subnet, gateway, ip_range, mtu, internal };
+            Request::AddNet { name, subnet, gateway, ip_range, mtu, internal, icc, may_exist } => {
+                let spec = NetRequest { subnet, gateway, ip_range, mtu, internal, icc };
                 self.add_net(&name, spec, may_exist)
             }
             Request::DelNet { name, if_exists } => self.del_net(&name, if_exists),
@@ -244,6 +245,7 @@ impl Daemon {
         ipam::validate(subnet, gateway, ip_range)?;
         let mut net = self.new_network(name, subnet, gateway, ip_range, mtu);
         net.internal = req.internal;
+        net.icc = req.icc;
         let id = net.id.clone();
         self.install_network(net)?;
         self.save()?;
@@ -277,6 +279,7 @@ impl Daemon {
             mtu,
             index: self.state.networks.iter().map(|n| n.index).max().unwrap_or(0) + 1,
             internal: false,
+            icc: true,
         }
     }
 
@@ -634,6 +637,7 @@ fn network_spec(net: &Network) -> NetworkSpec {
         gateway: net.gateway,
         gateway_mac: net.gateway_mac(),
         internal: net.internal,
+        icc: net.icc,
     }
 }
 

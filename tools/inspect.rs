@@ -34,7 +34,10 @@ pub fn network(net: &Network, endpoints: &[&Endpoint]) -> Value {
         "Internal": net.internal,
         "Attachable": false,
         "Containers": containers,
-        "Options": { "com.docker.network.driver.mtu": net.mtu.to_string() },
+        "Options": {
+            "com.docker.network.driver.mtu": net.mtu.to_string(),
+            "com.docker.network.bridge.enable_icc": net.icc.to_string(),
+        },
         "Labels": {},
     }])
 }
@@ -82,6 +85,7 @@ mod tests {
             mtu: 1400,
             index: 3,
             internal: false,
+            icc: true,
         };
         let ep = Endpoint {
             id: "e".repeat(64),

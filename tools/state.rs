@@ -85,6 +85,7 @@ mod tests {
             mtu: 1500,
             index: 1,
             internal: false,
+            icc: true,
         };
         let state = State { networks: vec![net], endpoints: vec![] };
         store.save(&state).unwrap();

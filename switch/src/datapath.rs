@@ -35,6 +35,9 @@ pub struct NetworkSpec {
     pub gateway_mac: MacAddr,
     /// No way out: traffic beyond the gateway is dropped (Docker's --internal).
     pub internal: bool,
+    /// Inter-container communication: off, containers reach only the
+    /// gateway and what lies beyond it (Docker's enable_icc=false).
+    pub icc: bool,
 }
 
 /// The uplink: the switch's port on the world outside its networks.

@@ -113,6 +113,7 @@ mod tests {
             mtu: 1500,
             index: 1,
             internal: false,
+            icc: true,
         }
     }
 

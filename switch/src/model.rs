@@ -27,6 +27,13 @@ pub struct Network {
     /// No way out of the network (Docker's --internal).
     #[serde(default)]
     pub internal: bool,
+    /// Inter-container communication (Docker's enable_icc).
+    #[serde(default = "enabled")]
+    pub icc: bool,
+}
+
+fn enabled() -> bool {
+    true
 }
 
 impl Network {

@@ -54,6 +54,9 @@ pub fn process(ctx: &Context, frame: &mut [u8], offload: &mut Offload, scratch: 
             return v;
         }
     }
+    if !ctx.net.spec.icc && eth.dst() != ctx.net.spec.gateway_mac {
+        return Verdict::Drop(DropReason::Icc);
+    }
     if eth.dst() == ctx.net.spec.gateway_mac {
         if eth.ethertype() == ETHERTYPE_IPV4 && routed_beyond(ctx, &eth) {
             return crate::nat::route_out(ctx, frame, offload, scratch);

@@ -41,6 +41,9 @@ pub enum DropReason {
     SamePort,
     /// The output port refused the frame.
     TxError,
+    /// Between two containers of a network with inter-container
+    /// communication off.
+    Icc,
     /// Came in on the uplink but is neither for the switch's address nor a
     /// reply to a tracked flow (the segment's other traffic).
     NotForUs,
@@ -55,6 +58,7 @@ pub struct DropCounters {
     same_port: AtomicU64,
     tx_error: AtomicU64,
     not_for_us: AtomicU64,
+    icc: AtomicU64,
 }
 
 impl DropCounters {
@@ -67,6 +71,7 @@ impl DropCounters {
             DropReason::SamePort => &self.same_port,
             DropReason::TxError => &self.tx_error,
             DropReason::NotForUs => &self.not_for_us,
+            DropReason::Icc => &self.icc,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -79,6 +84,7 @@ impl DropCounters {
             same_port: self.same_port.load(Relaxed),
             tx_error: self.tx_error.load(Relaxed),
             not_for_us: self.not_for_us.load(Relaxed),
+            icc: self.icc.load(Relaxed),
         }
     }
 }
@@ -99,6 +105,8 @@ pub struct DropReport {
     pub tx_error: u64,
     #[serde(default)]
     pub not_for_us: u64,
+    #[serde(default)]
+    pub icc: u64,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

@@ -33,6 +33,7 @@ fn lab(internal: bool) -> Lab {
         gateway: GATEWAY,
         gateway_mac: MacAddr::from_ipv4(GATEWAY),
         internal,
+        icc: true,
     };
     sw.add_network(spec).unwrap();
     let container = Arc::new(MemPort::with_offloads(256));

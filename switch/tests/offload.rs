@@ -22,6 +22,7 @@ fn switch_with(ports: &[(u8, Arc<MemPort>)]) -> Switch {
         gateway: GATEWAY,
         gateway_mac: MacAddr::from_ipv4(GATEWAY),
         internal: false,
+        icc: true,
     };
     sw.add_network(spec).unwrap();
     for (last, port) in ports {

@@ -28,6 +28,7 @@ fn network(sw: &Switch, index: u32) {
         gateway,
         gateway_mac: MacAddr::from_ipv4(gateway),
         internal: false,
+        icc: true,
     };
     sw.add_network(spec).unwrap();
 }
@@ -265,4 +266,33 @@ fn every_queue_of_a_multi_queue_port_is_received() {
     // Replies leave on one queue of the port (the inline engine is worker 0).
     send(&sw, &b, udp_like(&b, a.mac, a.ip));
     assert_eq!(q0.take_all().len() + q1.take_all().len(), 1);
+}
+
+#[test]
+fn with_icc_off_containers_reach_only_the_gateway() {
+    let sw = Switch::start(0).unwrap();
+    let gateway = ip(1, 1);
+    let spec = NetworkSpec {
+        index: 1,
+        name: "quiet".into(),
+        subnet: "10.1.0.0/16".parse().unwrap(),
+        gateway,
+        gateway_mac: MacAddr::from_ipv4(gateway),
+        internal: false,
+        icc: false,
+    };
+    sw.add_network(spec).unwrap();
+    let (a, b) = (host(&sw, 1, 2), host(&sw, 1, 3));
+    send(&sw, &a, udp_like(&a, b.mac, b.ip));
+    send(&sw, &a, udp_like(&a, MacAddr::BROADCAST, ip(1, 255)));
+    assert!(b.port.take_all().is_empty(), "no unicast, no broadcast between containers");
+    assert_eq!(drops(&sw).icc, 2);
+
+    let gw = (MacAddr::from_ipv4(gateway), gateway);
+    let mut req = vec![0u8; 128];
+    let len = icmp::write_echo_request(&mut req, (a.mac, a.ip), gw, 1, 1, b"hi");
+    req.truncate(len);
+    send(&sw, &a, req);
+    send(&sw, &a, arp_request(&a, gateway));
+    assert_eq!(a.port.take_all().len(), 2, "the gateway answers ping and ARP");
 }

@@ -37,6 +37,10 @@ enum Command {
         /// No way out of the network: nothing is routed beyond its gateway.
         #[arg(long)]
         internal: bool,
+        /// Inter-container communication: --icc=false lets containers reach
+        /// only the gateway and the outside.
+        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
+        icc: bool,
         /// Succeed if the network already exists.
         #[arg(long)]
         may_exist: bool,
@@ -123,8 +127,8 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let (request, print): (Request, fn(&Value)) = match args.command {
-        Command::AddNet { name, subnet, gateway, ip_range, mtu, internal, may_exist } => {
-            (Request::AddNet { name, subnet, gateway, ip_range, mtu, internal, may_exist }, print_plain)
+        Command::AddNet { name, subnet, gateway, ip_range, mtu, internal, icc, may_exist } => {
+            (Request::AddNet { name, subnet, gateway, ip_range, mtu, internal, icc, may_exist }, print_plain)
         }
         Command::DelNet { name, if_exists } => (Request::DelNet { name, if_exists }, print_plain),
         Command::ListNets { json } => (Request::ListNets, if json { print_json } else { print_nets }),
