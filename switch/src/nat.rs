@@ -4,7 +4,7 @@
 //! everything beyond its networks to the uplink's next hop.
 
 use crate::conntrack::{Tuple, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
-use crate::datapath::Snapshot;
+use crate::datapath::{Shared, Snapshot};
 use crate::fdb::PortId;
 use crate::pipeline::{Context, Verdict};
 use crate::stats::DropReason;
@@ -103,8 +103,9 @@ impl Flow {
 }
 
 /// The flow of an unfragmented TCP, UDP or ICMP echo packet; `echo_type`
-/// is the ICMP type accepted (request going out, reply coming in).
-fn parse_flow(frame: &[u8], echo_type: u8) -> Option<Flow> {
+/// is the ICMP type accepted (request going out, reply coming in; none:
+/// no ICMP).
+fn parse_flow(frame: &[u8], echo_type: Option<u8>) -> Option<Flow> {
     let ip = ipv4::Packet::parse(&frame[L3..]).ok()?;
     if ip.is_fragment() {
         return None;
@@ -119,7 +120,7 @@ fn parse_flow(frame: &[u8], echo_type: u8) -> Option<Flow> {
         PROTO_UDP if seg.len() >= 8 => {
             Some(Flow { proto: PROTO_UDP, l4, sport: be16(0), dport: be16(2), tcp_flags: 0 })
         }
-        PROTO_ICMP if seg.len() >= 8 && seg[0] == echo_type => {
+        PROTO_ICMP if seg.len() >= 8 && Some(seg[0]) == echo_type => {
             Some(Flow { proto: PROTO_ICMP, l4, sport: be16(4), dport: be16(4), tcp_flags: 0 })
         }
         _ => None,
@@ -134,17 +135,19 @@ pub(crate) fn route_out(ctx: &Context, frame: &mut [u8], offload: &Offload, scra
     };
     let ip = ipv4::Packet::parse(&frame[L3..]).expect("classified");
     let dst = ip.dst();
-    if ip.ttl() <= 1 || dst == uplink.ip || is_any_network(ctx.snap, dst) {
-        // Between networks there is no route (they are isolated); hairpin
-        // and ICMP errors come with published ports.
+    if ip.ttl() <= 1 || is_any_network(ctx.snap, dst) {
+        // Between networks there is no route: they are isolated.
         return Verdict::Drop(DropReason::NoRoute);
     }
-    let Some(flow) = parse_flow(frame, icmp::TYPE_ECHO_REQUEST) else {
+    let hairpin = dst == uplink.ip;
+    let echo = if hairpin { None } else { Some(icmp::TYPE_ECHO_REQUEST) };
+    let Some(flow) = parse_flow(frame, echo) else {
         return Verdict::Drop(DropReason::NoRoute);
     };
-    let Some(next_hop) = uplink.gateway_mac() else {
+    let next_hop = uplink.gateway_mac();
+    if next_hop.is_none() && !hairpin {
         return resolve_gateway(uplink, ctx.now, scratch);
-    };
+    }
     let orig = Tuple { proto: flow.proto, src: ip.src(), sport: flow.sport, dst, dport: flow.dport };
     let nat_port = ctx.shared.conntrack.lock().outbound(ctx.net.spec.index, orig, flow.tcp_flags, ctx.now);
     let Some(nat_port) = nat_port else {
@@ -152,8 +155,16 @@ pub(crate) fn route_out(ctx: &Context, frame: &mut [u8], offload: &Offload, scra
     };
     rewrite(frame, offload, &flow, Side::Source, uplink.ip, nat_port);
     decrement_ttl(frame);
-    ethernet::write_header(frame, next_hop, uplink.mac, ETHERTYPE_IPV4);
-    Verdict::Forward(uplink.port)
+    match next_hop {
+        // Hairpin: to a published port of the switch's own address, so
+        // in again at once, as if it had come back from the wire.
+        _ if hairpin => deliver_in(ctx.snap, ctx.shared, ctx.now, uplink.ip, frame, offload),
+        Some(mac) => {
+            ethernet::write_header(frame, mac, uplink.mac, ETHERTYPE_IPV4);
+            Verdict::Forward(uplink.port)
+        }
+        None => unreachable!("resolved above"),
+    }
 }
 
 fn is_any_network(snap: &Snapshot, ip: Ipv4Addr) -> bool {
@@ -187,7 +198,7 @@ pub(crate) fn from_uplink(ctx: &UplinkContext, frame: &mut [u8], offload: &Offlo
 /// What the uplink path sees besides the frame.
 pub(crate) struct UplinkContext<'a> {
     pub snap: &'a Snapshot,
-    pub shared: &'a crate::datapath::Shared,
+    pub shared: &'a Shared,
     pub uplink: &'a Uplink,
     pub now: u32,
 }
@@ -211,18 +222,31 @@ fn uplink_arp(uplink: &Uplink, eth: &ethernet::Frame, scratch: &mut [u8]) -> Ver
 }
 
 fn translate_in(ctx: &UplinkContext, frame: &mut [u8], offload: &Offload) -> Verdict {
+    deliver_in(ctx.snap, ctx.shared, ctx.now, ctx.uplink.ip, frame, offload)
+}
+
+/// A packet to the uplink address: translated to the container of the
+/// flow it belongs to and sent there.
+fn deliver_in(
+    snap: &Snapshot,
+    shared: &Shared,
+    now: u32,
+    uplink_ip: Ipv4Addr,
+    frame: &mut [u8],
+    offload: &Offload,
+) -> Verdict {
     let ip = ipv4::Packet::parse(&frame[L3..]).expect("classified");
-    if ip.dst() != ctx.uplink.ip || ip.ttl() <= 1 {
+    if ip.dst() != uplink_ip || ip.ttl() <= 1 {
         return Verdict::Drop(DropReason::NotForUs);
     }
     let remote = ip.src();
-    let Some(flow) = parse_flow(frame, icmp::TYPE_ECHO_REPLY) else {
+    let Some(flow) = parse_flow(frame, Some(icmp::TYPE_ECHO_REPLY)) else {
         return Verdict::Drop(DropReason::NotForUs);
     };
-    let Some(target) = inbound_target(ctx, &flow, remote) else {
+    let Some(target) = inbound_target(snap, shared, now, &flow, remote) else {
         return Verdict::Drop(DropReason::NotForUs);
     };
-    let Some(net) = ctx.snap.networks.get(&target.network) else {
+    let Some(net) = snap.networks.get(&target.network) else {
         return Verdict::Drop(DropReason::NoRoute);
     };
     let Some(&(mac, port)) = net.neighbours.get(&target.ip) else {
@@ -237,14 +261,14 @@ fn translate_in(ctx: &UplinkContext, frame: &mut [u8], offload: &Offload) -> Ver
 /// Where a packet from outside goes: the container of the tracked flow it
 /// answers, or of the published port it is addressed to (tracked from now
 /// on, so the container's answers leave from that port).
-fn inbound_target(ctx: &UplinkContext, flow: &Flow, remote: Ipv4Addr) -> Option<Published> {
-    let mut conntrack = ctx.shared.conntrack.lock();
-    if let Some(e) = conntrack.inbound(flow.proto, remote, flow.sport, flow.dport, flow.tcp_flags, ctx.now) {
+fn inbound_target(snap: &Snapshot, shared: &Shared, now: u32, flow: &Flow, remote: Ipv4Addr) -> Option<Published> {
+    let mut conntrack = shared.conntrack.lock();
+    if let Some(e) = conntrack.inbound(flow.proto, remote, flow.sport, flow.dport, flow.tcp_flags, now) {
         return Some(Published { network: e.network, ip: e.orig.src, port: e.orig.sport });
     }
-    let target = *ctx.snap.published.get(&(flow.proto, flow.dport))?;
+    let target = *snap.published.get(&(flow.proto, flow.dport))?;
     let orig = Tuple { proto: flow.proto, src: target.ip, sport: target.port, dst: remote, dport: flow.sport };
-    conntrack.inbound_published(target.network, orig, flow.dport, flow.tcp_flags, ctx.now);
+    conntrack.inbound_published(target.network, orig, flow.dport, flow.tcp_flags, now);
     Some(target)
 }
 

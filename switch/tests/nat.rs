@@ -238,3 +238,36 @@ fn a_published_port_reaches_the_container_with_the_clients_address() {
     lab.sw.poll_all();
     assert!(lab.container.take_all().is_empty(), "unpublished: a new client gets nowhere");
 }
+
+#[test]
+fn hairpin_reaches_a_published_port_from_inside() {
+    let lab = lab(false);
+    lab.resolve_next_hop();
+    let server_ip = Ipv4Addr::new(10, 1, 0, 3);
+    let server = Arc::new(MemPort::with_offloads(64));
+    let mac = MacAddr::from_ipv4(server_ip);
+    lab.sw
+        .add_port(PortSpec { network: 1, name: "s".into(), mac, ipv4: server_ip, queues: vec![server.clone()] })
+        .unwrap();
+    let target = switch::nat::Published { network: 1, ip: server_ip, port: 80 };
+    lab.sw.set_published([((ipv4::PROTO_UDP, 8080), target)].into_iter().collect());
+    let gw_mac = MacAddr::from_ipv4(GATEWAY);
+
+    lab.container.inject(udp((CONTAINER, 4000), (UPLINK_IP, 8080), gw_mac, MacAddr::from_ipv4(CONTAINER)));
+    lab.sw.poll_all();
+    assert!(lab.uplink.take_all().is_empty(), "hairpin never touches the wire");
+    let got = server.take().expect("the published container gets it");
+    let ip = ipv4::Packet::parse(&got[14..]).unwrap();
+    assert_eq!((ip.src(), ip.dst()), (UPLINK_IP, server_ip), "masqueraded, as from outside");
+    let (nat_port, dport) = ports_of(&got);
+    assert_eq!(dport, 80);
+    assert!(l4_checksum_ok(&got) && ip.header_checksum_ok());
+
+    server.inject(udp((server_ip, 80), (UPLINK_IP, nat_port), gw_mac, mac));
+    lab.sw.poll_all();
+    let back = lab.container.take().expect("the answer comes back to the client");
+    let ip = ipv4::Packet::parse(&back[14..]).unwrap();
+    assert_eq!((ip.src(), ip.dst()), (UPLINK_IP, CONTAINER));
+    assert_eq!(ports_of(&back), (8080, 4000), "from the published port it asked");
+    assert!(l4_checksum_ok(&back));
+}
