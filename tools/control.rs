@@ -74,6 +74,20 @@ pub enum Request {
     Port {
         netns: String,
     },
+    AddRule {
+        network: Option<String>,
+        #[serde(default)]
+        uplink: bool,
+        src: Option<String>,
+        dst: Option<String>,
+        proto: Option<String>,
+        dport: Option<u16>,
+        action: String,
+    },
+    ListRules,
+    DelRule {
+        id: u32,
+    },
     Stats,
 }
 

@@ -18,9 +18,10 @@ use std::collections::HashMap;
 use std::io;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use switch::conntrack::{PROTO_TCP, PROTO_UDP};
+use switch::conntrack::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use switch::fdb::PortId;
-use switch::model::{self, Endpoint, Mapping, Network, DEFAULT_MTU, DEFAULT_NETWORK};
+use switch::filter;
+use switch::model::{self, Endpoint, Mapping, Network, UserRule, DEFAULT_MTU, DEFAULT_NETWORK};
 use switch::nat::{Published, PublishedPorts};
 use switch::{ipam, NetworkSpec, PortSpec, Switch, UplinkSpec};
 
@@ -74,6 +75,17 @@ fn default_gateway_via(ifname: &str) -> Option<Ipv4Addr> {
     })
 }
 
+/// What add-rule asks for.
+struct RuleRequest {
+    network: Option<String>,
+    uplink: bool,
+    src: Option<String>,
+    dst: Option<String>,
+    proto: Option<String>,
+    dport: Option<u16>,
+    action: String,
+}
+
 /// What add-port asks for beyond network and namespace.
 struct PortRequest {
     ip: Option<String>,
@@ -123,6 +135,7 @@ impl Daemon {
             daemon.create_default_network().map_err(io::Error::other)?;
         }
         daemon.restore();
+        daemon.install_rules();
         daemon.save().map_err(io::Error::other)?;
         if let Some(config) = uplink {
             daemon.attach_uplink(config)?;
@@ -200,6 +213,11 @@ impl Daemon {
             Request::Publish { network, netns, spec } => self.publish(&network, &netns, &spec),
             Request::Unpublish { network, netns, spec } => self.unpublish(&network, &netns, &spec),
             Request::Port { netns } => self.port(&netns),
+            Request::AddRule { network, uplink, src, dst, proto, dport, action } => {
+                self.add_rule(RuleRequest { network, uplink, src, dst, proto, dport, action })
+            }
+            Request::ListRules => serde_json::to_value(&self.state.rules).map_err(|e| e.to_string()),
+            Request::DelRule { id } => self.del_rule(id),
             Request::DelPort { network, netns, if_exists } => self.del_port(&network, &netns, if_exists),
             Request::ListPorts { network } => self.list_ports(network.as_deref()),
             Request::FdbShow { network } => self.fdb_show(&network),
@@ -295,6 +313,11 @@ impl Daemon {
         };
         if name == DEFAULT_NETWORK {
             return Err(format!("network {DEFAULT_NETWORK} is the default network and cannot be removed"));
+        }
+        let rules: Vec<String> =
+            self.state.rules.iter().filter(|r| r.network.as_deref() == Some(name)).map(|r| r.id.to_string()).collect();
+        if !rules.is_empty() {
+            return Err(format!("network {name} is named by rules {} (del-rule them first)", rules.join(", ")));
         }
         let ports: Vec<String> = self.state.endpoints_of(name).map(|e| format!("{}/{}", e.netns, e.ifname)).collect();
         if !ports.is_empty() {
@@ -598,6 +621,83 @@ impl Daemon {
             return Err(format!("namespace {netns_name} has no ports"));
         }
         Ok(json!(lines))
+    }
+
+    // ----- user rules -----
+
+    fn add_rule(&mut self, req: RuleRequest) -> Outcome {
+        if req.network.is_some() && req.uplink {
+            return Err("a rule is for --net NET or for --uplink, not both".into());
+        }
+        if let Some(name) = &req.network {
+            self.network(name)?;
+        }
+        let cidr = |what: &str, text: &Option<String>| -> Result<Option<Ipv4Net>, String> {
+            let parse = |t: &String| -> Result<Ipv4Net, String> {
+                t.parse::<Ipv4Net>()
+                    .or_else(|_| t.parse::<Ipv4Addr>().map(Ipv4Net::from))
+                    .map_err(|_| format!("invalid {what} {t:?}: want an IPv4 CIDR or address"))
+            };
+            text.as_ref().map(parse).transpose()
+        };
+        let (src, dst) = (cidr("--src", &req.src)?, cidr("--dst", &req.dst)?);
+        if let Some(p) = req.proto.as_deref().filter(|p| !matches!(*p, "tcp" | "udp" | "icmp")) {
+            return Err(format!("invalid --proto {p:?}: want tcp, udp or icmp"));
+        }
+        if req.dport.is_some() && !matches!(req.proto.as_deref(), Some("tcp" | "udp")) {
+            return Err("--dport needs --proto tcp or --proto udp".into());
+        }
+        if req.dport == Some(0) {
+            return Err("invalid --dport 0: want 1 to 65535".into());
+        }
+        if !matches!(req.action.as_str(), "allow" | "drop") {
+            return Err(format!("invalid --action {:?}: want allow or drop", req.action));
+        }
+        let id = self.state.rules.iter().map(|r| r.id).max().unwrap_or(0) + 1;
+        let rule = UserRule {
+            id,
+            network: req.network,
+            uplink: req.uplink,
+            src,
+            dst,
+            proto: req.proto,
+            dport: req.dport,
+            action: req.action,
+        };
+        self.state.rules.push(rule);
+        self.install_rules();
+        self.save()?;
+        Ok(json!(id))
+    }
+
+    fn del_rule(&mut self, id: u32) -> Outcome {
+        let before = self.state.rules.len();
+        self.state.rules.retain(|r| r.id != id);
+        if self.state.rules.len() == before {
+            return Err(format!("no rule {id}"));
+        }
+        self.install_rules();
+        self.save()?;
+        Ok(Value::Null)
+    }
+
+    /// Give the data path the user rules, in order.
+    fn install_rules(&self) {
+        let compiled = self.state.rules.iter().filter_map(|r| {
+            let scope = match (&r.network, r.uplink) {
+                (Some(name), _) => filter::Scope::Network(self.state.network(name)?.index),
+                (None, true) => filter::Scope::Uplink,
+                (None, false) => filter::Scope::Everywhere,
+            };
+            let proto = r.proto.as_deref().map(|p| match p {
+                "tcp" => PROTO_TCP,
+                "udp" => PROTO_UDP,
+                _ => PROTO_ICMP,
+            });
+            let action = if r.action == "allow" { filter::Action::Allow } else { filter::Action::Drop };
+            Some(filter::Rule { id: r.id, scope, src: r.src, dst: r.dst, proto, dport: r.dport, action })
+        });
+        self.switch.set_rules(compiled.collect());
     }
 
     fn conntrack(&self, network: Option<&str>) -> Outcome {

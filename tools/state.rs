@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use switch::model::{Endpoint, Network};
+use switch::model::{Endpoint, Network, UserRule};
 
 const STATE_FILE: &str = "state.json";
 
@@ -14,6 +14,8 @@ const STATE_FILE: &str = "state.json";
 pub struct State {
     pub networks: Vec<Network>,
     pub endpoints: Vec<Endpoint>,
+    #[serde(default)]
+    pub rules: Vec<UserRule>,
 }
 
 impl State {
@@ -87,7 +89,7 @@ mod tests {
             internal: false,
             icc: true,
         };
-        let state = State { networks: vec![net], endpoints: vec![] };
+        let state = State { networks: vec![net], endpoints: vec![], rules: vec![] };
         store.save(&state).unwrap();
         assert_eq!(store.load().unwrap(), state);
         assert!(!dir.join("state.json.tmp").exists());

@@ -7,6 +7,7 @@
 
 use crate::conntrack::{self, Conntrack, DEFAULT_MAX_ENTRIES};
 use crate::fdb::{self, Fdb, PortId};
+use crate::filter;
 use crate::nat::{PublishedPorts, Uplink};
 use crate::stats::{DropCounters, PortCounters, PortReport, Report, WorkerCounters, WorkerReport};
 use crate::worker::{self, Engine, Waker};
@@ -128,6 +129,8 @@ pub struct Snapshot {
     pub uplink: Option<Arc<Uplink>>,
     /// Published ports on the uplink address.
     pub published: Arc<PublishedPorts>,
+    /// User filter rules, in order.
+    pub rules: Arc<Vec<filter::Rule>>,
 }
 
 /// What the control plane shares with one worker.
@@ -369,6 +372,13 @@ impl Switch {
         self.shared.conntrack.lock().set_reserved(ports.keys().copied());
         let ports = Arc::new(ports);
         self.publish(|s| s.published = ports);
+    }
+
+    /// Replace the user filter rules.
+    pub fn set_rules(&self, rules: Vec<filter::Rule>) {
+        let _c = self.control.lock();
+        let rules = Arc::new(rules);
+        self.publish(|s| s.rules = rules);
     }
 
     /// The connection table, of one network or all, for `vsctl conntrack`.

@@ -5,6 +5,7 @@
 pub mod conntrack;
 pub mod datapath;
 pub mod fdb;
+pub mod filter;
 pub mod ipam;
 pub mod model;
 pub mod nat;

@@ -66,6 +66,24 @@ pub struct Endpoint {
     pub published: Vec<Mapping>,
 }
 
+/// A user filter rule as `vsctl add-rule` made it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct UserRule {
+    pub id: u32,
+    /// Frames entering from this network's ports only.
+    pub network: Option<String>,
+    /// Frames entering on the uplink only.
+    #[serde(default)]
+    pub uplink: bool,
+    pub src: Option<Ipv4Net>,
+    pub dst: Option<Ipv4Net>,
+    /// "tcp", "udp" or "icmp".
+    pub proto: Option<String>,
+    pub dport: Option<u16>,
+    /// "allow" or "drop".
+    pub action: String,
+}
+
 /// A published port range: host ports `host_port..host_port+count` on the
 /// uplink address lead to `container_port..container_port+count`.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]

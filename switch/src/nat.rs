@@ -6,6 +6,7 @@
 use crate::conntrack::{Tuple, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use crate::datapath::{Shared, Snapshot};
 use crate::fdb::PortId;
+use crate::filter;
 use crate::pipeline::{Context, Verdict};
 use crate::stats::DropReason;
 use proto::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4};
@@ -188,6 +189,9 @@ pub(crate) fn from_uplink(ctx: &UplinkContext, frame: &mut [u8], offload: &Offlo
         Ok(eth) => eth,
         Err(reason) => return Verdict::Drop(reason),
     };
+    if filter::verdict(&ctx.snap.rules, filter::Entry::Uplink, frame) == Some(filter::Action::Drop) {
+        return Verdict::Drop(DropReason::Rule);
+    }
     match eth.ethertype() {
         ETHERTYPE_ARP => uplink_arp(ctx.uplink, &eth, scratch),
         ETHERTYPE_IPV4 if eth.dst() == ctx.uplink.mac => translate_in(ctx, frame, offload),

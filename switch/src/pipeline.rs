@@ -6,6 +6,7 @@
 
 use crate::datapath::{Domain, Port, Shared, Snapshot};
 use crate::fdb::{self, PortId};
+use crate::filter::{self, Action};
 use crate::stats::DropReason;
 use proto::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use proto::offload::Offload;
@@ -48,6 +49,9 @@ pub fn process(ctx: &Context, frame: &mut [u8], offload: &mut Offload, scratch: 
         Ok(eth) => eth,
         Err(reason) => return Verdict::Drop(reason),
     };
+    if filter::verdict(&ctx.snap.rules, filter::Entry::Network(ctx.net.spec.index), frame) == Some(Action::Drop) {
+        return Verdict::Drop(DropReason::Rule);
+    }
     ctx.net.fdb.learn(ctx.fdb, eth.src(), ctx.in_port.id, ctx.now);
     if eth.ethertype() == ETHERTYPE_ARP {
         if let Some(v) = arp_proxy(ctx, &eth, scratch) {

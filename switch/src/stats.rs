@@ -41,6 +41,8 @@ pub enum DropReason {
     SamePort,
     /// The output port refused the frame.
     TxError,
+    /// A user filter rule said drop.
+    Rule,
     /// Between two containers of a network with inter-container
     /// communication off.
     Icc,
@@ -59,6 +61,7 @@ pub struct DropCounters {
     tx_error: AtomicU64,
     not_for_us: AtomicU64,
     icc: AtomicU64,
+    rule: AtomicU64,
 }
 
 impl DropCounters {
@@ -72,6 +75,7 @@ impl DropCounters {
             DropReason::TxError => &self.tx_error,
             DropReason::NotForUs => &self.not_for_us,
             DropReason::Icc => &self.icc,
+            DropReason::Rule => &self.rule,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -85,6 +89,7 @@ impl DropCounters {
             tx_error: self.tx_error.load(Relaxed),
             not_for_us: self.not_for_us.load(Relaxed),
             icc: self.icc.load(Relaxed),
+            rule: self.rule.load(Relaxed),
         }
     }
 }
@@ -107,6 +112,8 @@ pub struct DropReport {
     pub not_for_us: u64,
     #[serde(default)]
     pub icc: u64,
+    #[serde(default)]
+    pub rule: u64,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

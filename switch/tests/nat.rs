@@ -271,3 +271,33 @@ fn hairpin_reaches_a_published_port_from_inside() {
     assert_eq!(ports_of(&back), (8080, 4000), "from the published port it asked");
     assert!(l4_checksum_ok(&back));
 }
+
+#[test]
+fn a_user_drop_rule_takes_effect_before_a_published_port() {
+    use switch::filter::{Action, Rule, Scope};
+    let lab = lab(false);
+    lab.resolve_next_hop();
+    let target = switch::nat::Published { network: 1, ip: CONTAINER, port: 53 };
+    lab.sw.set_published([((ipv4::PROTO_UDP, 8053), target)].into_iter().collect());
+    let rule = Rule {
+        id: 1,
+        scope: Scope::Uplink,
+        src: None,
+        dst: None,
+        proto: Some(ipv4::PROTO_UDP),
+        dport: Some(8053),
+        action: Action::Drop,
+    };
+    lab.sw.set_rules(vec![rule]);
+    let query = udp((REMOTE, 4444), (UPLINK_IP, 8053), MacAddr::from_ipv4(UPLINK_IP), NEXT_HOP_MAC);
+    lab.uplink.inject(query.clone());
+    lab.sw.poll_all();
+    assert!(lab.container.take_all().is_empty());
+    assert_eq!(lab.sw.report().drops.rule, 1);
+    assert!(lab.sw.conntrack_rows(None).is_empty(), "nothing tracked for a dropped packet");
+
+    lab.sw.set_rules(vec![]);
+    lab.uplink.inject(query);
+    lab.sw.poll_all();
+    assert_eq!(lab.container.take_all().len(), 1);
+}

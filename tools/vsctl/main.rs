@@ -107,6 +107,32 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Add a filter rule, evaluated before the switch's own, in order (Docker's DOCKER-USER).
+    AddRule {
+        /// Only frames entering from this network's ports.
+        #[arg(long)]
+        net: Option<String>,
+        /// Only frames entering on the uplink (addressed to the uplink address and host port).
+        #[arg(long, conflicts_with = "net")]
+        uplink: bool,
+        #[arg(long, value_name = "CIDR")]
+        src: Option<String>,
+        #[arg(long, value_name = "CIDR")]
+        dst: Option<String>,
+        #[arg(long, value_parser = ["tcp", "udp", "icmp"])]
+        proto: Option<String>,
+        #[arg(long, value_name = "PORT")]
+        dport: Option<u16>,
+        #[arg(long, value_parser = ["allow", "drop"])]
+        action: String,
+    },
+    /// List the filter rules in the order they are evaluated.
+    ListRules {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a filter rule.
+    DelRule { id: u32 },
     /// Per-port and per-worker counters.
     Stats {
         #[arg(long)]
@@ -147,6 +173,11 @@ fn run(args: Args) -> Result<(), String> {
         Command::Conntrack { net, json } => {
             (Request::Conntrack { network: net }, if json { print_json } else { print_conntrack })
         }
+        Command::AddRule { net, uplink, src, dst, proto, dport, action } => {
+            (Request::AddRule { network: net, uplink, src, dst, proto, dport, action }, print_plain)
+        }
+        Command::ListRules { json } => (Request::ListRules, if json { print_json } else { print_rules }),
+        Command::DelRule { id } => (Request::DelRule { id }, print_plain),
         Command::Stats { json } => (Request::Stats, if json { print_json } else { print_stats }),
     };
     let response = control::call(&args.socket, &request)?;
@@ -219,6 +250,22 @@ fn print_ports(v: &Value) {
 
 fn print_fdb(v: &Value) {
     print_table(&["MAC", "PORT", "TYPE", "AGE(s)"], rows(v, &["mac", "port", "type", "age_secs"]));
+}
+
+fn print_rules(v: &Value) {
+    let mut rows = rows(v, &["id", "network", "src", "dst", "proto", "dport", "action"]);
+    let uplink = v.as_array().map(|a| a.iter().map(|r| r["uplink"] == true).collect::<Vec<_>>()).unwrap_or_default();
+    for (row, is_uplink) in rows.iter_mut().zip(uplink) {
+        if row[1].is_empty() {
+            row[1] = if is_uplink { "(uplink)" } else { "(all)" }.to_string();
+        }
+        for cell in &mut row[2..6] {
+            if cell.is_empty() {
+                *cell = "*".into();
+            }
+        }
+    }
+    print_table(&["ID", "SCOPE", "SRC", "DST", "PROTO", "DPORT", "ACTION"], rows);
 }
 
 fn print_conntrack(v: &Value) {

@@ -1,0 +1,123 @@
+//! User filter rules, evaluated before the switch's own processing, in
+//! order, first match wins (Docker's DOCKER-USER chain). A rule is scoped to
+//! the frames entering from one network's ports, to those entering on the
+//! uplink (as they arrive: addressed to the uplink address and the
+//! published host port), or to both.
+
+use ipnet::Ipv4Net;
+use proto::ethernet::{self, ETHERTYPE_IPV4};
+use proto::ipv4;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    Everywhere,
+    Network(u32),
+    Uplink,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Action {
+    Allow,
+    Drop,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Rule {
+    pub id: u32,
+    pub scope: Scope,
+    pub src: Option<Ipv4Net>,
+    pub dst: Option<Ipv4Net>,
+    /// IP protocol number.
+    pub proto: Option<u8>,
+    /// TCP/UDP destination port.
+    pub dport: Option<u16>,
+    pub action: Action,
+}
+
+/// Where a frame entered the switch.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Entry {
+    Network(u32),
+    Uplink,
+}
+
+impl Rule {
+    fn applies_at(&self, entry: Entry) -> bool {
+        match (self.scope, entry) {
+            (Scope::Everywhere, _) | (Scope::Uplink, Entry::Uplink) => true,
+            (Scope::Network(n), Entry::Network(m)) => n == m,
+            _ => false,
+        }
+    }
+
+    fn matches(&self, ip: &ipv4::Packet, dport: Option<u16>) -> bool {
+        self.src.is_none_or(|n| n.contains(&ip.src()))
+            && self.dst.is_none_or(|n| n.contains(&ip.dst()))
+            && self.proto.is_none_or(|p| p == ip.protocol())
+            && self.dport.is_none_or(|p| Some(p) == dport)
+    }
+}
+
+/// The action of the first rule matching an IPv4 frame entering at
+/// `entry`, if any. Frames other than IPv4 pass: rules speak of addresses.
+pub fn verdict(rules: &[Rule], entry: Entry, frame: &[u8]) -> Option<Action> {
+    if rules.is_empty() {
+        return None;
+    }
+    let eth = ethernet::Frame::parse(frame).ok()?;
+    if eth.ethertype() != ETHERTYPE_IPV4 {
+        return None;
+    }
+    let ip = ipv4::Packet::parse(eth.payload()).ok()?;
+    let dport = destination_port(&ip);
+    rules.iter().filter(|r| r.applies_at(entry)).find(|r| r.matches(&ip, dport)).map(|r| r.action)
+}
+
+fn destination_port(ip: &ipv4::Packet) -> Option<u16> {
+    let l4 = ip.payload();
+    let has_ports = matches!(ip.protocol(), ipv4::PROTO_TCP | ipv4::PROTO_UDP) && !ip.is_fragment();
+    (has_ports && l4.len() >= 4).then(|| u16::from_be_bytes([l4[2], l4[3]]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proto::MacAddr;
+    use std::net::Ipv4Addr;
+
+    fn tcp_to(dst: Ipv4Addr, dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 20 + 20];
+        ethernet::write_header(&mut f, MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]), ETHERTYPE_IPV4);
+        let h =
+            ipv4::Header { src: Ipv4Addr::new(10, 0, 0, 2), dst, protocol: ipv4::PROTO_TCP, ttl: 64, payload_len: 20 };
+        ipv4::write_header(&mut f[14..], &h);
+        f[34 + 2..34 + 4].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    fn rule(id: u32, scope: Scope, dport: Option<u16>, action: Action) -> Rule {
+        Rule { id, scope, src: None, dst: None, proto: Some(ipv4::PROTO_TCP), dport, action }
+    }
+
+    #[test]
+    fn first_match_wins_within_scope() {
+        let rules = [rule(1, Scope::Uplink, Some(8080), Action::Drop), rule(2, Scope::Network(1), None, Action::Allow)];
+        let f = tcp_to(Ipv4Addr::new(192, 0, 2, 2), 8080);
+        assert_eq!(verdict(&rules, Entry::Uplink, &f), Some(Action::Drop));
+        assert_eq!(verdict(&rules, Entry::Network(1), &f), Some(Action::Allow));
+        assert_eq!(verdict(&rules, Entry::Network(2), &f), None);
+        let other_port = tcp_to(Ipv4Addr::new(192, 0, 2, 2), 80);
+        assert_eq!(verdict(&rules, Entry::Uplink, &other_port), None);
+        let allow_first =
+            [rule(1, Scope::Everywhere, None, Action::Allow), rule(2, Scope::Everywhere, None, Action::Drop)];
+        assert_eq!(verdict(&allow_first, Entry::Uplink, &f), Some(Action::Allow));
+    }
+
+    #[test]
+    fn matches_addresses() {
+        let mut r = rule(1, Scope::Everywhere, None, Action::Drop);
+        r.dst = Some("192.0.2.0/24".parse().unwrap());
+        assert_eq!(verdict(&[r.clone()], Entry::Uplink, &tcp_to(Ipv4Addr::new(192, 0, 2, 9), 1)), Some(Action::Drop));
+        assert_eq!(verdict(&[r], Entry::Uplink, &tcp_to(Ipv4Addr::new(198, 51, 100, 9), 1)), None);
+    }
+}
