@@ -28,7 +28,7 @@ use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switch::{NetworkSpec, PortSpec, Switch};
+use switch::{NetworkSpec, PortSpec, Switch, UplinkSpec};
 
 /// Frames per iteration: one receive batch of the engine.
 const BATCH: usize = 32;
@@ -490,6 +490,68 @@ fn gateway_icmp(c: &mut Criterion) {
     summarise();
 }
 
+/// Masquerade of established flows through the engine alone: a container
+/// port and an uplink that only count, 32 UDP flows already in the
+/// connection table; out (container → outside) and in (replies).
+fn nat(c: &mut Criterion) {
+    const FLOWS: u16 = 32;
+    let remote = Ipv4Addr::new(198, 51, 100, 7);
+    let (uplink_ip, next_hop) = (Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(192, 0, 2, 1));
+    let next_hop_mac = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+    let udp = |src: (MacAddr, Ipv4Addr), sport: u16, dst: (MacAddr, Ipv4Addr), dport: u16| {
+        let mut f = ipv4_frame(src, dst);
+        f[34..36].copy_from_slice(&sport.to_be_bytes());
+        f[36..38].copy_from_slice(&dport.to_be_bytes());
+        f[38..40].copy_from_slice(&((FRAME_LEN - 34) as u16).to_be_bytes());
+        f[40..42].copy_from_slice(&0x1234u16.to_be_bytes()); // a checksum to update
+        f
+    };
+    let container = Host { port: Arc::new(MemPort::new(1)), mac: MacAddr::from_ipv4(ip(2)), ip: ip(2) };
+    let gw_mac = MacAddr::from_ipv4(ip(1));
+    let out_frames: Vec<Vec<u8>> =
+        (0..FLOWS).map(|k| udp((container.mac, container.ip), 1000 + k, (gw_mac, remote), 53)).collect();
+    let (sw, ports) = null_topology(std::slice::from_ref(&container), |_| out_frames.clone());
+    let mut reply = vec![0u8; 60];
+    let gw = arp::Host { mac: next_hop_mac, ip: next_hop };
+    let us = arp::Host { mac: MacAddr::from_ipv4(uplink_ip), ip: uplink_ip };
+    arp::write_frame(&mut reply, arp::OP_REPLY, gw, us, us.mac);
+    let mut uplink_frames = vec![reply];
+    let nat_ports = *switch::conntrack::NAT_PORTS.start()..*switch::conntrack::NAT_PORTS.start() + FLOWS;
+    uplink_frames.extend(nat_ports.map(|p| udp((next_hop_mac, remote), 53, (us.mac, uplink_ip), p)));
+    let uplink = Arc::new(NullPort::new(uplink_frames));
+    let spec = UplinkSpec { name: "up".into(), queues: vec![uplink.clone()], ip: uplink_ip, gateway: next_hop };
+    sw.set_uplink(spec).expect("uplink set");
+    // The ARP reply (frame 0, handed out when one frame is left in budget 1)...
+    uplink.refill(FLOWS as usize + 1);
+    sw.poll_all();
+    uplink.refill(0);
+    let out_step = || {
+        ports[0].refill(BATCH);
+        sw.poll_all();
+        uplink.refill(0)
+    };
+    out_step(); // creates the 32 flows
+    assert_eq!(sw.conntrack_rows(None).len(), FLOWS as usize);
+    let mut group = c.benchmark_group("nat");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let name = "nat/masquerade_out_engine";
+    group.bench_function(BenchmarkId::new("masquerade_out_engine", "32 flows"), |bench| {
+        bench.iter_custom(|iters| timed(name, BATCH as u64, BATCH as u64, iters, out_step))
+    });
+    let in_step = || {
+        uplink.refill(FLOWS as usize); // the replies, frames 1..=32
+        sw.poll_all();
+        ports[0].refill(0)
+    };
+    in_step();
+    let name = "nat/reply_in_engine";
+    group.bench_function(BenchmarkId::new("reply_in_engine", "32 flows"), |bench| {
+        bench.iter_custom(|iters| timed(name, FLOWS as u64, FLOWS as u64, iters, in_step))
+    });
+    group.finish();
+    summarise();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -500,6 +562,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = l2_forward, flood, arp_proxy, gateway_icmp
+    targets = l2_forward, flood, arp_proxy, gateway_icmp, nat
 }
 criterion_main!(benches);
