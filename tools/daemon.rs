@@ -147,6 +147,7 @@ impl Daemon {
         let port = Uplink::open(&config.ifname)?;
         let spec = UplinkSpec {
             name: format!("uplink/{}", config.ifname),
+            mtu: port.mtu(),
             queues: vec![Arc::new(port)],
             ip: config.ip,
             gateway: config.gateway,

@@ -77,6 +77,12 @@ impl<'a> Packet<'a> {
         be16(self.buf, 6) & 0x3fff != 0
     }
 
+    /// The DF flag: the sender wants an ICMP error, not fragmentation.
+    #[inline]
+    pub fn dont_fragment(&self) -> bool {
+        self.buf[6] & 0x40 != 0
+    }
+
     pub fn header_checksum_ok(&self) -> bool {
         checksum::compute(&self.buf[..self.header_len()]) == 0
     }

@@ -50,6 +50,8 @@ pub struct UplinkSpec {
     pub ip: Ipv4Addr,
     /// Next hop for everything beyond the networks.
     pub gateway: Ipv4Addr,
+    /// Largest IP packet the uplink carries.
+    pub mtu: u32,
 }
 
 /// The data-path network index of the uplink port (no bridge domain).
@@ -268,7 +270,7 @@ impl Switch {
             queues: spec.queues,
         };
         let port = self.new_port(&mut control, &snap, port_spec)?;
-        let uplink = Arc::new(Uplink::new(port.id, spec.ip, spec.gateway));
+        let uplink = Arc::new(Uplink::new(port.id, spec.ip, spec.gateway, spec.mtu));
         self.publish(|s| {
             s.ports.insert(port.id, port.clone());
             s.uplink = Some(uplink);

@@ -27,18 +27,22 @@ pub struct Uplink {
     pub mac: MacAddr,
     /// Next hop for everything beyond the networks.
     pub gateway: Ipv4Addr,
+    /// Largest IP packet the uplink carries: bigger ones with DF set get
+    /// ICMP fragmentation-needed instead of vanishing.
+    pub mtu: u32,
     /// The next hop's MAC once ARP told it (0: not yet).
     gateway_mac: AtomicU64,
     last_arp_request: AtomicU32,
 }
 
 impl Uplink {
-    pub fn new(port: PortId, ip: Ipv4Addr, gateway: Ipv4Addr) -> Uplink {
+    pub fn new(port: PortId, ip: Ipv4Addr, gateway: Ipv4Addr, mtu: u32) -> Uplink {
         Uplink {
             port,
             ip,
             mac: MacAddr::from_ipv4(ip),
             gateway,
+            mtu,
             gateway_mac: AtomicU64::new(0),
             last_arp_request: AtomicU32::new(u32::MAX),
         }
@@ -136,15 +140,21 @@ pub(crate) fn route_out(ctx: &Context, frame: &mut [u8], offload: &Offload, scra
     };
     let ip = ipv4::Packet::parse(&frame[L3..]).expect("classified");
     let dst = ip.dst();
-    if ip.ttl() <= 1 || is_any_network(ctx.snap, dst) {
+    if is_any_network(ctx.snap, dst) {
         // Between networks there is no route: they are isolated.
         return Verdict::Drop(DropReason::NoRoute);
+    }
+    if ip.ttl() <= 1 {
+        return icmp_error(ctx, &ip, (icmp::TYPE_TIME_EXCEEDED, 0, 0), scratch);
     }
     let hairpin = dst == uplink.ip;
     let echo = if hairpin { None } else { Some(icmp::TYPE_ECHO_REQUEST) };
     let Some(flow) = parse_flow(frame, echo) else {
         return Verdict::Drop(DropReason::NoRoute);
     };
+    if !hairpin && ip.dont_fragment() && wire_len(frame, &ip, offload, &flow) > uplink.mtu as usize {
+        return icmp_error(ctx, &ip, (icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_FRAG_NEEDED, uplink.mtu), scratch);
+    }
     let next_hop = uplink.gateway_mac();
     if next_hop.is_none() && !hairpin {
         return resolve_gateway(uplink, ctx.now, scratch);
@@ -166,6 +176,23 @@ pub(crate) fn route_out(ctx: &Context, frame: &mut [u8], offload: &Offload, scra
         }
         None => unreachable!("resolved above"),
     }
+}
+
+/// The IP length the packet will have on the wire: a GSO super-frame is
+/// cut into segments of its MSS first.
+fn wire_len(frame: &[u8], ip: &ipv4::Packet, offload: &Offload, flow: &Flow) -> usize {
+    if offload.is_gso() && flow.proto == PROTO_TCP {
+        let tcp_header = ((frame[flow.l4 + 12] >> 4) as usize) * 4;
+        return flow.l4 - L3 + tcp_header + offload.gso_size as usize;
+    }
+    ip.total_len()
+}
+
+/// An ICMP error about `ip` back to the container that sent it, from its
+/// gateway.
+fn icmp_error(ctx: &Context, ip: &ipv4::Packet, what: (u8, u8, u32), scratch: &mut [u8]) -> Verdict {
+    let from = (ctx.net.spec.gateway_mac, ctx.net.spec.gateway);
+    Verdict::Reply(icmp::write_error(scratch, what, ip, from, ctx.in_port.spec.mac))
 }
 
 fn is_any_network(snap: &Snapshot, ip: Ipv4Addr) -> bool {
@@ -244,6 +271,9 @@ fn deliver_in(
         return Verdict::Drop(DropReason::NotForUs);
     }
     let remote = ip.src();
+    if ip.protocol() == PROTO_ICMP && is_icmp_error(ip.payload()) {
+        return translate_error(snap, shared, now, uplink_ip, frame);
+    }
     let Some(flow) = parse_flow(frame, Some(icmp::TYPE_ECHO_REPLY)) else {
         return Verdict::Drop(DropReason::NotForUs);
     };
@@ -257,6 +287,60 @@ fn deliver_in(
         return Verdict::Drop(DropReason::NoRoute);
     };
     rewrite(frame, offload, &flow, Side::Destination, target.ip, target.port);
+    decrement_ttl(frame);
+    ethernet::write_header(frame, mac, net.spec.gateway_mac, ETHERTYPE_IPV4);
+    Verdict::Forward(port)
+}
+
+fn is_icmp_error(message: &[u8]) -> bool {
+    matches!(message.first(), Some(&icmp::TYPE_DEST_UNREACHABLE | &icmp::TYPE_TIME_EXCEEDED))
+}
+
+/// An ICMP error from outside about a packet we translated (port
+/// unreachable, fragmentation needed, time exceeded): translated back to
+/// the container it concerns, the quoted packet included.
+fn translate_error(snap: &Snapshot, shared: &Shared, now: u32, uplink_ip: Ipv4Addr, frame: &mut [u8]) -> Verdict {
+    let ip = ipv4::Packet::parse(&frame[L3..]).expect("classified");
+    let (outer_header, end) = (ip.header_len(), L3 + ip.total_len());
+    let quoted = L3 + outer_header + 8;
+    // The quoted packet is cut short, so its own lengths cannot be checked
+    // against it: check what is read here instead.
+    if quoted + 20 > end || frame[quoted] >> 4 != 4 {
+        return Verdict::Drop(DropReason::Malformed);
+    }
+    let quoted_l4 = quoted + ((frame[quoted] & 0x0f) as usize) * 4;
+    if quoted_l4 + 8 > end || frame[quoted + 12..quoted + 16] != uplink_ip.octets() {
+        return Verdict::Drop(DropReason::NotForUs);
+    }
+    let proto = frame[quoted + 9];
+    let remote = Ipv4Addr::from(<[u8; 4]>::try_from(&frame[quoted + 16..quoted + 20]).unwrap());
+    let at = |o: usize| u16::from_be_bytes([frame[o], frame[o + 1]]);
+    let (nat_port_at, remote_port) = match proto {
+        PROTO_ICMP => (quoted_l4 + 4, at(quoted_l4 + 4)),
+        PROTO_TCP | PROTO_UDP => (quoted_l4, at(quoted_l4 + 2)),
+        _ => return Verdict::Drop(DropReason::NotForUs),
+    };
+    let entry = shared.conntrack.lock().inbound(proto, remote, remote_port, at(nat_port_at), 0, now);
+    let Some(entry) = entry else {
+        return Verdict::Drop(DropReason::NotForUs);
+    };
+    let Some(net) = snap.networks.get(&entry.network) else {
+        return Verdict::Drop(DropReason::NoRoute);
+    };
+    let Some(&(mac, port)) = net.neighbours.get(&entry.orig.src) else {
+        return Verdict::Drop(DropReason::NoRoute);
+    };
+    let container = entry.orig.src.octets();
+    frame[L3 + 16..L3 + 20].copy_from_slice(&container);
+    update_field(frame, L3 + 10, |sum| checksum::update(sum, &uplink_ip.octets(), &container));
+    frame[quoted + 12..quoted + 16].copy_from_slice(&container);
+    update_field(frame, quoted + 10, |sum| checksum::update(sum, &uplink_ip.octets(), &container));
+    frame[nat_port_at..nat_port_at + 2].copy_from_slice(&entry.orig.sport.to_be_bytes());
+    // The message changed in several places: sum it afresh.
+    let message = L3 + outer_header;
+    frame[message + 2..message + 4].fill(0);
+    let sum = checksum::compute(&frame[message..end]);
+    frame[message + 2..message + 4].copy_from_slice(&sum.to_be_bytes());
     decrement_ttl(frame);
     ethernet::write_header(frame, mac, net.spec.gateway_mac, ETHERTYPE_IPV4);
     Verdict::Forward(port)

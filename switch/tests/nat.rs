@@ -41,7 +41,8 @@ fn lab(internal: bool) -> Lab {
     sw.add_port(PortSpec { network: 1, name: "c".into(), mac, ipv4: CONTAINER, queues: vec![container.clone()] })
         .unwrap();
     let uplink = Arc::new(MemPort::with_offloads(256));
-    let spec = UplinkSpec { name: "up".into(), queues: vec![uplink.clone()], ip: UPLINK_IP, gateway: NEXT_HOP };
+    let spec =
+        UplinkSpec { name: "up".into(), queues: vec![uplink.clone()], ip: UPLINK_IP, gateway: NEXT_HOP, mtu: 1500 };
     sw.set_uplink(spec).unwrap();
     Lab { sw, container, uplink }
 }
@@ -300,4 +301,78 @@ fn a_user_drop_rule_takes_effect_before_a_published_port() {
     lab.uplink.inject(query);
     lab.sw.poll_all();
     assert_eq!(lab.container.take_all().len(), 1);
+}
+
+/// The ICMP message of a frame the switch sent.
+fn icmp_of(frame: &[u8]) -> (ipv4::Packet<'_>, u8, u8) {
+    let ip = ipv4::Packet::parse(&frame[14..]).unwrap();
+    assert!(ip.header_checksum_ok());
+    assert_eq!(checksum::compute(ip.payload()), 0, "ICMP checksum");
+    let msg = ip.payload();
+    (ip, msg[0], msg[1])
+}
+
+#[test]
+fn ttl_running_out_gets_time_exceeded_from_the_gateway() {
+    let lab = lab(false);
+    lab.resolve_next_hop();
+    let gw_mac = MacAddr::from_ipv4(GATEWAY);
+    let mut f = udp((CONTAINER, 1), (REMOTE, 53), gw_mac, MacAddr::from_ipv4(CONTAINER));
+    f[14 + 8] = 1;
+    f[14 + 10..14 + 12].fill(0);
+    let sum = checksum::compute(&f[14..34]);
+    f[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    lab.container.inject(f);
+    lab.sw.poll_all();
+    assert!(lab.uplink.take_all().is_empty());
+    let err = lab.container.take().expect("an ICMP error back");
+    let (ip, kind, code) = icmp_of(&err);
+    assert_eq!((ip.src(), ip.dst(), kind, code), (GATEWAY, CONTAINER, 11, 0));
+}
+
+#[test]
+fn too_big_for_the_uplink_gets_frag_needed() {
+    let lab = lab(false);
+    lab.resolve_next_hop();
+    let gw_mac = MacAddr::from_ipv4(GATEWAY);
+    let mut f = udp((CONTAINER, 1), (REMOTE, 53), gw_mac, MacAddr::from_ipv4(CONTAINER));
+    f.resize(14 + 1600, 0);
+    let total = (f.len() - 14) as u16;
+    f[14 + 2..14 + 4].copy_from_slice(&total.to_be_bytes());
+    f[38..40].copy_from_slice(&(total - 20).to_be_bytes());
+    f[14 + 10..14 + 12].fill(0);
+    let sum = checksum::compute(&f[14..34]);
+    f[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    lab.container.inject(f);
+    lab.sw.poll_all();
+    assert!(lab.uplink.take_all().is_empty(), "not sent to vanish on the wire");
+    let err = lab.container.take().expect("frag-needed back");
+    let (ip, kind, code) = icmp_of(&err);
+    assert_eq!((ip.dst(), kind, code), (CONTAINER, 3, 4));
+    assert_eq!(u32::from_be_bytes(ip.payload()[4..8].try_into().unwrap()), 1500, "the uplink's MTU");
+}
+
+#[test]
+fn icmp_errors_from_outside_reach_the_container_translated() {
+    let lab = lab(false);
+    lab.resolve_next_hop();
+    let gw_mac = MacAddr::from_ipv4(GATEWAY);
+    lab.container.inject(udp((CONTAINER, 5353), (REMOTE, 53), gw_mac, MacAddr::from_ipv4(CONTAINER)));
+    lab.sw.poll_all();
+    let sent = lab.uplink.take().unwrap();
+    // The remote answers "port unreachable", quoting what it got.
+    let offending = ipv4::Packet::parse(&sent[14..]).unwrap();
+    let mut err = vec![0u8; 200];
+    let from = (NEXT_HOP_MAC, REMOTE);
+    let len = proto::icmp::write_error(&mut err, (3, 3, 0), &offending, from, MacAddr::from_ipv4(UPLINK_IP));
+    err.truncate(len);
+    lab.uplink.inject(err);
+    lab.sw.poll_all();
+    let got = lab.container.take().expect("the error reaches the container");
+    let (ip, kind, code) = icmp_of(&got);
+    assert_eq!((ip.src(), ip.dst(), kind, code), (REMOTE, CONTAINER, 3, 3));
+    let quoted = &ip.payload()[8..];
+    assert_eq!(&quoted[12..16], &CONTAINER.octets(), "the quoted packet is the container's own");
+    assert_eq!(u16::from_be_bytes([quoted[20], quoted[21]]), 5353, "with its own port");
+    assert_eq!(checksum::compute(&quoted[..20]), 0, "quoted header checksum kept right");
 }
