@@ -61,6 +61,7 @@ fn topology(hosts: usize) -> (Switch, Vec<Host>) {
         gateway_mac: MacAddr::from_ipv4(gateway),
         internal: false,
         icc: true,
+        masquerade: true,
     })
     .expect("network added");
     let hosts = (0..hosts)

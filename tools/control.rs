@@ -24,6 +24,8 @@ pub enum Request {
         #[serde(default = "enabled")]
         icc: bool,
         #[serde(default)]
+        no_masquerade: bool,
+        #[serde(default)]
         may_exist: bool,
     },
     DelNet {

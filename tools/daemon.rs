@@ -102,6 +102,7 @@ struct NetRequest {
     mtu: Option<u32>,
     internal: bool,
     icc: bool,
+    no_masquerade: bool,
 }
 
 /// A port that is live in the data path.
@@ -200,8 +201,8 @@ impl Daemon {
 
     pub fn handle(&mut self, request: Request) -> Response {
         let outcome = match request {
-            Request::AddNet { name, subnet, gateway, ip_range, mtu, internal, icc, may_exist } => {
-                let spec = NetRequest { subnet, gateway, ip_range, mtu, internal, icc };
+            Request::AddNet { name, subnet, gateway, ip_range, mtu, internal, icc, no_masquerade, may_exist } => {
+                let spec = NetRequest { subnet, gateway, ip_range, mtu, internal, icc, no_masquerade };
                 self.add_net(&name, spec, may_exist)
             }
             Request::DelNet { name, if_exists } => self.del_net(&name, if_exists),
@@ -265,6 +266,7 @@ impl Daemon {
         let mut net = self.new_network(name, subnet, gateway, ip_range, mtu);
         net.internal = req.internal;
         net.icc = req.icc;
+        net.masquerade = !req.no_masquerade;
         let id = net.id.clone();
         self.install_network(net)?;
         self.save()?;
@@ -299,6 +301,7 @@ impl Daemon {
             index: self.state.networks.iter().map(|n| n.index).max().unwrap_or(0) + 1,
             internal: false,
             icc: true,
+            masquerade: true,
         }
     }
 
@@ -739,6 +742,7 @@ fn network_spec(net: &Network) -> NetworkSpec {
         gateway_mac: net.gateway_mac(),
         internal: net.internal,
         icc: net.icc,
+        masquerade: net.masquerade,
     }
 }
 

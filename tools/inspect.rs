@@ -37,6 +37,7 @@ pub fn network(net: &Network, endpoints: &[&Endpoint]) -> Value {
         "Options": {
             "com.docker.network.driver.mtu": net.mtu.to_string(),
             "com.docker.network.bridge.enable_icc": net.icc.to_string(),
+            "com.docker.network.bridge.enable_ip_masquerade": net.masquerade.to_string(),
         },
         "Labels": {},
     }])
@@ -86,6 +87,7 @@ mod tests {
             index: 3,
             internal: false,
             icc: true,
+            masquerade: true,
         };
         let ep = Endpoint {
             id: "e".repeat(64),

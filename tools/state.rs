@@ -88,6 +88,7 @@ mod tests {
             index: 1,
             internal: false,
             icc: true,
+            masquerade: true,
         };
         let state = State { networks: vec![net], endpoints: vec![], rules: vec![] };
         store.save(&state).unwrap();

@@ -39,6 +39,10 @@ pub struct NetworkSpec {
     /// Inter-container communication: off, containers reach only the
     /// gateway and what lies beyond it (Docker's enable_icc=false).
     pub icc: bool,
+    /// Translate the source of packets going out to the uplink address
+    /// (off: they leave with the containers' own addresses, and the world
+    /// outside routes the subnet to the uplink address).
+    pub masquerade: bool,
 }
 
 /// The uplink: the switch's port on the world outside its networks.

@@ -114,6 +114,7 @@ mod tests {
             index: 1,
             internal: false,
             icc: true,
+            masquerade: true,
         }
     }
 

@@ -30,6 +30,9 @@ pub struct Network {
     /// Inter-container communication (Docker's enable_icc).
     #[serde(default = "enabled")]
     pub icc: bool,
+    /// Masquerade behind the uplink address (Docker's enable_ip_masquerade).
+    #[serde(default = "enabled")]
+    pub masquerade: bool,
 }
 
 fn enabled() -> bool {

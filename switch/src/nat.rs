@@ -159,6 +159,11 @@ pub(crate) fn route_out(ctx: &Context, frame: &mut [u8], offload: &Offload, scra
     if next_hop.is_none() && !hairpin {
         return resolve_gateway(uplink, ctx.now, scratch);
     }
+    if !ctx.net.spec.masquerade && !hairpin {
+        decrement_ttl(frame);
+        ethernet::write_header(frame, next_hop.expect("resolved above"), uplink.mac, ETHERTYPE_IPV4);
+        return Verdict::Forward(uplink.port);
+    }
     let orig = Tuple { proto: flow.proto, src: ip.src(), sport: flow.sport, dst, dport: flow.dport };
     let nat_port = ctx.shared.conntrack.lock().outbound(ctx.net.spec.index, orig, flow.tcp_flags, ctx.now);
     let Some(nat_port) = nat_port else {
@@ -267,8 +272,11 @@ fn deliver_in(
     offload: &Offload,
 ) -> Verdict {
     let ip = ipv4::Packet::parse(&frame[L3..]).expect("classified");
-    if ip.dst() != uplink_ip || ip.ttl() <= 1 {
+    if ip.ttl() <= 1 {
         return Verdict::Drop(DropReason::NotForUs);
+    }
+    if ip.dst() != uplink_ip {
+        return route_in(snap, ip.dst(), frame);
     }
     let remote = ip.src();
     if ip.protocol() == PROTO_ICMP && is_icmp_error(ip.payload()) {
@@ -287,6 +295,22 @@ fn deliver_in(
         return Verdict::Drop(DropReason::NoRoute);
     };
     rewrite(frame, offload, &flow, Side::Destination, target.ip, target.port);
+    decrement_ttl(frame);
+    ethernet::write_header(frame, mac, net.spec.gateway_mac, ETHERTYPE_IPV4);
+    Verdict::Forward(port)
+}
+
+/// A packet from outside for a container of a network without masquerade:
+/// routed in as it is.
+fn route_in(snap: &Snapshot, dst: Ipv4Addr, frame: &mut [u8]) -> Verdict {
+    let routed =
+        snap.networks.values().find(|d| !d.spec.masquerade && !d.spec.internal && d.spec.subnet.contains(&dst));
+    let Some(net) = routed else {
+        return Verdict::Drop(DropReason::NotForUs);
+    };
+    let Some(&(mac, port)) = net.neighbours.get(&dst) else {
+        return Verdict::Drop(DropReason::NoRoute);
+    };
     decrement_ttl(frame);
     ethernet::write_header(frame, mac, net.spec.gateway_mac, ETHERTYPE_IPV4);
     Verdict::Forward(port)

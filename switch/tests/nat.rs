@@ -25,6 +25,10 @@ struct Lab {
 }
 
 fn lab(internal: bool) -> Lab {
+    lab_with(internal, true)
+}
+
+fn lab_with(internal: bool, masquerade: bool) -> Lab {
     let sw = Switch::start(0).unwrap();
     let spec = NetworkSpec {
         index: 1,
@@ -34,6 +38,7 @@ fn lab(internal: bool) -> Lab {
         gateway_mac: MacAddr::from_ipv4(GATEWAY),
         internal,
         icc: true,
+        masquerade,
     };
     sw.add_network(spec).unwrap();
     let container = Arc::new(MemPort::with_offloads(256));
@@ -375,4 +380,26 @@ fn icmp_errors_from_outside_reach_the_container_translated() {
     assert_eq!(&quoted[12..16], &CONTAINER.octets(), "the quoted packet is the container's own");
     assert_eq!(u16::from_be_bytes([quoted[20], quoted[21]]), 5353, "with its own port");
     assert_eq!(checksum::compute(&quoted[..20]), 0, "quoted header checksum kept right");
+}
+
+#[test]
+fn without_masquerade_containers_keep_their_addresses_both_ways() {
+    let lab = lab_with(false, false);
+    lab.resolve_next_hop();
+    let gw_mac = MacAddr::from_ipv4(GATEWAY);
+    lab.container.inject(udp((CONTAINER, 5353), (REMOTE, 53), gw_mac, MacAddr::from_ipv4(CONTAINER)));
+    lab.sw.poll_all();
+    let out = lab.uplink.take().expect("routed out");
+    let ip = ipv4::Packet::parse(&out[14..]).unwrap();
+    assert_eq!((ip.src(), ip.ttl()), (CONTAINER, 63), "the container's own address");
+    assert!(ip.header_checksum_ok() && l4_checksum_ok(&out));
+    assert!(lab.sw.conntrack_rows(None).is_empty(), "nothing to track");
+
+    // The world outside routes 10.1.0.0/16 to the uplink address.
+    lab.uplink.inject(udp((REMOTE, 53), (CONTAINER, 5353), MacAddr::from_ipv4(UPLINK_IP), NEXT_HOP_MAC));
+    lab.sw.poll_all();
+    let back = lab.container.take().expect("routed in");
+    let ip = ipv4::Packet::parse(&back[14..]).unwrap();
+    assert_eq!((ip.src(), ip.dst(), ip.ttl()), (REMOTE, CONTAINER, 63));
+    assert!(ip.header_checksum_ok());
 }

@@ -23,6 +23,7 @@ fn switch_with(ports: &[(u8, Arc<MemPort>)]) -> Switch {
         gateway_mac: MacAddr::from_ipv4(GATEWAY),
         internal: false,
         icc: true,
+        masquerade: true,
     };
     sw.add_network(spec).unwrap();
     for (last, port) in ports {

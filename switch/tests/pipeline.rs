@@ -29,6 +29,7 @@ fn network(sw: &Switch, index: u32) {
         gateway_mac: MacAddr::from_ipv4(gateway),
         internal: false,
         icc: true,
+        masquerade: true,
     };
     sw.add_network(spec).unwrap();
 }
@@ -280,6 +281,7 @@ fn with_icc_off_containers_reach_only_the_gateway() {
         gateway_mac: MacAddr::from_ipv4(gateway),
         internal: false,
         icc: false,
+        masquerade: true,
     };
     sw.add_network(spec).unwrap();
     let (a, b) = (host(&sw, 1, 2), host(&sw, 1, 3));

@@ -41,6 +41,10 @@ enum Command {
         /// only the gateway and the outside.
         #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
         icc: bool,
+        /// Route out with the containers' own addresses (the world outside
+        /// must route the subnet to the uplink address).
+        #[arg(long)]
+        no_masquerade: bool,
         /// Succeed if the network already exists.
         #[arg(long)]
         may_exist: bool,
@@ -153,9 +157,10 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let (request, print): (Request, fn(&Value)) = match args.command {
-        Command::AddNet { name, subnet, gateway, ip_range, mtu, internal, icc, may_exist } => {
-            (Request::AddNet { name, subnet, gateway, ip_range, mtu, internal, icc, may_exist }, print_plain)
-        }
+        Command::AddNet { name, subnet, gateway, ip_range, mtu, internal, icc, no_masquerade, may_exist } => (
+            Request::AddNet { name, subnet, gateway, ip_range, mtu, internal, icc, no_masquerade, may_exist },
+            print_plain,
+        ),
         Command::DelNet { name, if_exists } => (Request::DelNet { name, if_exists }, print_plain),
         Command::ListNets { json } => (Request::ListNets, if json { print_json } else { print_nets }),
         Command::ShowNet { name } => (Request::ShowNet { name }, print_json),
