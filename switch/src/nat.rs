@@ -272,6 +272,9 @@ fn deliver_in(
     offload: &Offload,
 ) -> Verdict {
     let ip = ipv4::Packet::parse(&frame[L3..]).expect("classified");
+    if !ip.header_checksum_ok() {
+        return Verdict::Drop(DropReason::Malformed); // corrupted on the wire: translate nothing
+    }
     if ip.ttl() <= 1 {
         return Verdict::Drop(DropReason::NotForUs);
     }

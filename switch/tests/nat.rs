@@ -403,3 +403,46 @@ fn without_masquerade_containers_keep_their_addresses_both_ways() {
     assert_eq!((ip.src(), ip.dst(), ip.ttl()), (REMOTE, CONTAINER, 63));
     assert!(ip.header_checksum_ok());
 }
+
+#[test]
+fn random_frames_on_the_uplink_never_panic() {
+    let lab = lab(false);
+    lab.resolve_next_hop();
+    let gw_mac = MacAddr::from_ipv4(GATEWAY);
+    // A tracked flow, so that some random replies get far into translation.
+    lab.container.inject(udp((CONTAINER, 5353), (REMOTE, 53), gw_mac, MacAddr::from_ipv4(CONTAINER)));
+    lab.sw.poll_all();
+    let template = lab.uplink.take().unwrap();
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    for round in 0..20_000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let mut f = template.clone();
+        // Keep the Ethernet header aimed at us; scramble a few bytes after it.
+        f[0..6].copy_from_slice(&MacAddr::from_ipv4(UPLINK_IP).0);
+        for k in 0..4 {
+            let at = 14 + ((seed >> (k * 12)) as usize % (f.len() - 14));
+            f[at] = (seed >> (k * 8 + 3)) as u8;
+        }
+        f.truncate(14 + (seed as usize % (f.len() - 13)));
+        if round % 3 == 0 && f.len() > 34 {
+            f[14 + 9] = 1; // ICMP: the error-translation path
+            f[34] = 3;
+        }
+        let offload = if round % 5 == 0 {
+            Offload {
+                flags: F_NEEDS_CSUM,
+                csum_start: (seed % 80) as u16,
+                csum_offset: (seed % 20) as u16,
+                ..Offload::NONE
+            }
+        } else {
+            Offload::NONE
+        };
+        lab.uplink.inject_offloaded(f, offload);
+        lab.sw.poll_all();
+        lab.container.take_all();
+        lab.uplink.take_all();
+    }
+}
