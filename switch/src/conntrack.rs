@@ -147,7 +147,7 @@ impl Conntrack {
             return Some(entry.nat_port);
         }
         if self.flows.len() >= self.max_entries {
-            self.evict_oldest();
+            self.evict_oldest_batch();
         }
         let nat_port = self.free_port(orig.proto).or_else(|| {
             self.evict_oldest();
@@ -171,7 +171,7 @@ impl Conntrack {
             return;
         }
         if self.flows.len() >= self.max_entries {
-            self.evict_oldest();
+            self.evict_oldest_batch();
         }
         let entry = Entry {
             network,
@@ -229,6 +229,21 @@ impl Conntrack {
             port = next;
         }
         None
+    }
+
+    /// Make room in a full table: the 1/64 of entries idle the longest go
+    /// at once, so that a flood of new flows costs one scan per many flows,
+    /// not per flow.
+    fn evict_oldest_batch(&mut self) {
+        let count = (self.max_entries / 64).max(1);
+        let mut by_age: Vec<(u32, Tuple)> = self.flows.values().map(|e| (e.last_seen, e.orig)).collect();
+        if by_age.len() > count {
+            by_age.select_nth_unstable_by_key(count, |(seen, _)| *seen);
+        }
+        for (_, orig) in by_age.into_iter().take(count) {
+            self.remove(&orig);
+            self.evictions += 1;
+        }
     }
 
     fn evict_oldest(&mut self) {
@@ -375,6 +390,22 @@ mod tests {
         assert_eq!(ct.outbound(1, flow(5), 0, 1), Some(*NAT_PORTS.start() + 1), "reserved ports are skipped");
         ct.expire(1000);
         assert!(ct.is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_new_flows_stays_bounded_and_cheap() {
+        let mut ct = Conntrack::new(6400);
+        let started = std::time::Instant::now();
+        for i in 0..100_000u32 {
+            let t = Tuple { src: Ipv4Addr::from(0x0a00_0000 + i), ..flow(1) };
+            ct.outbound(1, t, 0, i);
+            assert!(ct.len() <= 6400);
+        }
+        assert!(ct.evictions >= 100_000 - 6400);
+        // The newest flows survive eviction.
+        let newest = Tuple { src: Ipv4Addr::from(0x0a00_0000 + 99_999), ..flow(1) };
+        assert!(ct.rows(None, Ipv4Addr::UNSPECIFIED, 0).iter().any(|r| r.src == format!("{}:1", newest.src)));
+        assert!(started.elapsed() < std::time::Duration::from_secs(20), "no scan per new flow");
     }
 
     #[test]
