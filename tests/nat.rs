@@ -474,6 +474,58 @@ fn internal_network_has_no_way_out() {
         .unwrap_or_else(|e| panic!("the external container's TCP connect: {e}"));
     tcp_echo_round(&mut conn, b"vswlab-external-tcp").unwrap_or_else(|e| panic!("external TCP echo: {e}"));
     assert!(tcp.peers().iter().all(|p| *p.ip() == UPLINK), "{:?}", tcp.peers());
+    drop(conn);
+
+    // Internal is part of the network's persisted state: it shows, and it
+    // survives a restart of the daemon (which comes back with its uplink).
+    let show = |d: &Daemon| d.show_net("intnet")[0]["Internal"].clone();
+    assert_eq!(show(d), true, "show-net intnet: Internal");
+    assert_eq!(d.show_net("extnet")[0]["Internal"], false, "show-net extnet: Internal");
+    let mut lab = lab;
+    lab.d.terminate(Duration::from_secs(10)).expect("vswitchd did not stop on SIGTERM");
+    lab.d.spawn();
+    let d = &lab.d;
+    assert_eq!(show(d), true, "show-net intnet after a restart: Internal");
+    assert!(
+        ping(&ci.netns, ci.gateway, Duration::from_secs(10)),
+        "the internal container lost its gateway after a restart"
+    );
+    assert!(!ping(&ci.netns, OUTSIDE, Duration::from_secs(2)), "the internal container pinged out after a restart");
+    ping_detail(&ce.netns, OUTSIDE, Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("the external container cannot ping out after a restart: {e}"));
+}
+
+#[test]
+fn fragmented_udp_is_masqueraded() {
+    // A datagram bigger than the MTU leaves the container as IP fragments
+    // (only the first carries the UDP ports); the echo comes back fragmented
+    // by the outside's kernel.
+    let lab = Lab::start();
+    let d = &lab.d;
+    d.add_net("lab", "10.251.11.0/24", &[]);
+    let c = d.new_port("lab");
+    let echo = UdpEcho::start(lab.o(), OUTSIDE);
+    let sock = udp_socket(&c.netns, c.ip);
+    // Control: a datagram that fits passes.
+    udp_round_trip(&sock, echo.addr, &[0x5a; 1000], Duration::from_millis(300), Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("1000-byte datagram: {e}"));
+    let big: Vec<u8> = (0..4000u32).map(|i| pattern_byte(i as u64)).collect();
+    let before = d.stats();
+    let r = udp_round_trip(&sock, echo.addr, &big, Duration::from_millis(300), Duration::from_secs(5));
+    let after = d.stats();
+    r.unwrap_or_else(|e| {
+        panic!(
+            "4000-byte (fragmented) datagram: {e}; the server received sizes {:?}; drops before {} after {}",
+            echo.seen().iter().map(|(_, p)| p.len()).collect::<Vec<_>>(),
+            before.0["drops"],
+            after.0["drops"]
+        )
+    });
+    assert!(
+        echo.seen().iter().all(|(s, _)| *s.ip() == UPLINK),
+        "{:?}",
+        echo.seen().iter().map(|x| x.0).collect::<Vec<_>>()
+    );
 }
 
 #[test]

@@ -77,6 +77,18 @@ impl<'a> Packet<'a> {
         be16(self.buf, 6) & 0x3fff != 0
     }
 
+    /// A fragment other than the first: it carries no L4 header.
+    #[inline]
+    pub fn is_later_fragment(&self) -> bool {
+        be16(self.buf, 6) & 0x1fff != 0
+    }
+
+    /// The identification shared by the fragments of one datagram.
+    #[inline]
+    pub fn ident(&self) -> u16 {
+        be16(self.buf, 4)
+    }
+
     /// The DF flag: the sender wants an ICMP error, not fragmentation.
     #[inline]
     pub fn dont_fragment(&self) -> bool {

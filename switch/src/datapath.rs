@@ -8,7 +8,7 @@
 use crate::conntrack::{self, Conntrack, DEFAULT_MAX_ENTRIES};
 use crate::fdb::{self, Fdb, PortId};
 use crate::filter;
-use crate::nat::{PublishedPorts, Uplink};
+use crate::nat::{Fragments, PublishedPorts, Uplink};
 use crate::stats::{DropCounters, PortCounters, PortReport, Report, WorkerCounters, WorkerReport};
 use crate::worker::{self, Engine, Waker};
 use arc_swap::ArcSwap;
@@ -158,6 +158,7 @@ pub(crate) struct Shared {
     pub stop: AtomicBool,
     pub started: Instant,
     pub conntrack: Mutex<Conntrack>,
+    pub fragments: Mutex<Fragments>,
 }
 
 impl Shared {
@@ -205,6 +206,7 @@ impl Switch {
             stop: AtomicBool::new(false),
             started: Instant::now(),
             conntrack: Mutex::new(Conntrack::new(DEFAULT_MAX_ENTRIES)),
+            fragments: Mutex::new(Fragments::default()),
         });
         let mut threads = Vec::with_capacity(workers + 1);
         for index in 0..workers {
@@ -476,6 +478,7 @@ fn spawn_housekeeping(shared: Arc<Shared>, aging: Duration) -> std::io::Result<J
                 domain.fdb.age(now, max_age);
             }
             shared.conntrack.lock().expire(now);
+            shared.fragments.lock().expire(now);
             resolve_next_hop(&shared);
         }
     })

@@ -112,8 +112,8 @@ impl Flow {
 /// no ICMP).
 fn parse_flow(frame: &[u8], echo_type: Option<u8>) -> Option<Flow> {
     let ip = ipv4::Packet::parse(&frame[L3..]).ok()?;
-    if ip.is_fragment() {
-        return None;
+    if ip.is_later_fragment() {
+        return None; // no L4 header: see `route_fragment_out` and `fragment_in`
     }
     let l4 = L3 + ip.header_len();
     let seg = ip.payload();
@@ -148,6 +148,14 @@ pub(crate) fn route_out(ctx: &Context, frame: &mut [u8], offload: &Offload, scra
         return icmp_error(ctx, &ip, (icmp::TYPE_TIME_EXCEEDED, 0, 0), scratch);
     }
     let hairpin = dst == uplink.ip;
+    if ip.is_later_fragment() && !hairpin {
+        return route_fragment_out(ctx, uplink, frame, scratch);
+    }
+    if hairpin && is_echo_request(&ip) {
+        // The switch's own uplink address answers ping, from inside too.
+        let reply = icmp::write_echo_reply(scratch, &ip, ctx.in_port.spec.mac, ctx.net.spec.gateway_mac);
+        return reply.map(Verdict::Reply).unwrap_or(Verdict::Drop(DropReason::Malformed));
+    }
     let echo = if hairpin { None } else { Some(icmp::TYPE_ECHO_REQUEST) };
     let Some(flow) = parse_flow(frame, echo) else {
         return Verdict::Drop(DropReason::NoRoute);
@@ -174,13 +182,32 @@ pub(crate) fn route_out(ctx: &Context, frame: &mut [u8], offload: &Offload, scra
     match next_hop {
         // Hairpin: to a published port of the switch's own address, so
         // in again at once, as if it had come back from the wire.
-        _ if hairpin => deliver_in(ctx.snap, ctx.shared, ctx.now, uplink.ip, frame, offload),
+        _ if hairpin => deliver_in(ctx.snap, ctx.shared, ctx.now, uplink, frame, offload, scratch),
         Some(mac) => {
             ethernet::write_header(frame, mac, uplink.mac, ETHERTYPE_IPV4);
             Verdict::Forward(uplink.port)
         }
         None => unreachable!("resolved above"),
     }
+}
+
+/// A later fragment of a datagram going out: no ports to translate, only
+/// the source address (the first fragment carried the L4 header and its
+/// checksum, which covers the whole datagram).
+fn route_fragment_out(ctx: &Context, uplink: &Uplink, frame: &mut [u8], scratch: &mut [u8]) -> Verdict {
+    let Some(next_hop) = uplink.gateway_mac() else {
+        return resolve_gateway(uplink, ctx.now, scratch);
+    };
+    if ctx.net.spec.masquerade {
+        set_address(frame, Side::Source, uplink.ip);
+    }
+    decrement_ttl(frame);
+    ethernet::write_header(frame, next_hop, uplink.mac, ETHERTYPE_IPV4);
+    Verdict::Forward(uplink.port)
+}
+
+fn is_echo_request(ip: &ipv4::Packet) -> bool {
+    matches!(icmp::is_echo_request(ip), Ok(true))
 }
 
 /// The IP length the packet will have on the wire: a GSO super-frame is
@@ -226,7 +253,9 @@ pub(crate) fn from_uplink(ctx: &UplinkContext, frame: &mut [u8], offload: &Offlo
     }
     match eth.ethertype() {
         ETHERTYPE_ARP => uplink_arp(ctx.uplink, &eth, scratch),
-        ETHERTYPE_IPV4 if eth.dst() == ctx.uplink.mac => translate_in(ctx, frame, offload),
+        ETHERTYPE_IPV4 if eth.dst() == ctx.uplink.mac => {
+            deliver_in(ctx.snap, ctx.shared, ctx.now, ctx.uplink, frame, offload, scratch)
+        }
         _ => Verdict::Drop(DropReason::NotForUs),
     }
 }
@@ -237,6 +266,16 @@ pub(crate) struct UplinkContext<'a> {
     pub shared: &'a Shared,
     pub uplink: &'a Uplink,
     pub now: u32,
+}
+
+/// The uplink address answers ping, as the separate host it stands for.
+fn echo_reply(uplink: &Uplink, frame: &[u8], scratch: &mut [u8]) -> Verdict {
+    let eth = ethernet::Frame::parse(frame).expect("classified");
+    let ip = ipv4::Packet::parse(eth.payload()).expect("classified");
+    match icmp::write_echo_reply(scratch, &ip, eth.src(), uplink.mac) {
+        Some(len) => Verdict::Reply(len),
+        None => Verdict::Drop(DropReason::Malformed),
+    }
 }
 
 fn uplink_arp(uplink: &Uplink, eth: &ethernet::Frame, scratch: &mut [u8]) -> Verdict {
@@ -257,20 +296,18 @@ fn uplink_arp(uplink: &Uplink, eth: &ethernet::Frame, scratch: &mut [u8]) -> Ver
     }
 }
 
-fn translate_in(ctx: &UplinkContext, frame: &mut [u8], offload: &Offload) -> Verdict {
-    deliver_in(ctx.snap, ctx.shared, ctx.now, ctx.uplink.ip, frame, offload)
-}
-
 /// A packet to the uplink address: translated to the container of the
 /// flow it belongs to and sent there.
 fn deliver_in(
     snap: &Snapshot,
     shared: &Shared,
     now: u32,
-    uplink_ip: Ipv4Addr,
+    uplink: &Uplink,
     frame: &mut [u8],
     offload: &Offload,
+    scratch: &mut [u8],
 ) -> Verdict {
+    let uplink_ip = uplink.ip;
     let ip = ipv4::Packet::parse(&frame[L3..]).expect("classified");
     if !ip.header_checksum_ok() {
         return Verdict::Drop(DropReason::Malformed); // corrupted on the wire: translate nothing
@@ -282,9 +319,16 @@ fn deliver_in(
         return route_in(snap, ip.dst(), frame);
     }
     let remote = ip.src();
-    if ip.protocol() == PROTO_ICMP && is_icmp_error(ip.payload()) {
+    if ip.is_later_fragment() {
+        return fragment_in(snap, shared, frame);
+    }
+    if ip.protocol() == PROTO_ICMP && !ip.is_fragment() && is_icmp_error(ip.payload()) {
         return translate_error(snap, shared, now, uplink_ip, frame);
     }
+    if is_echo_request(&ip) {
+        return echo_reply(uplink, frame, scratch); // answered like the host it stands for
+    }
+    let first_fragment = ip.is_fragment().then(|| (ip.protocol(), remote, ip.ident()));
     let Some(flow) = parse_flow(frame, Some(icmp::TYPE_ECHO_REPLY)) else {
         return Verdict::Drop(DropReason::NotForUs);
     };
@@ -297,7 +341,31 @@ fn deliver_in(
     let Some(&(mac, port)) = net.neighbours.get(&target.ip) else {
         return Verdict::Drop(DropReason::NoRoute);
     };
+    if let Some(key) = first_fragment {
+        shared.fragments.lock().remember(key, (target.network, target.ip), now);
+    }
     rewrite(frame, offload, &flow, Side::Destination, target.ip, target.port);
+    decrement_ttl(frame);
+    ethernet::write_header(frame, mac, net.spec.gateway_mac, ETHERTYPE_IPV4);
+    Verdict::Forward(port)
+}
+
+/// A later fragment of a datagram coming in: it goes where its first
+/// fragment went (a later fragment that overtook its first is dropped, and
+/// the datagram with it, as the receiver would time it out anyway).
+fn fragment_in(snap: &Snapshot, shared: &Shared, frame: &mut [u8]) -> Verdict {
+    let ip = ipv4::Packet::parse(&frame[L3..]).expect("classified");
+    let key = (ip.protocol(), ip.src(), ip.ident());
+    let Some((network, container)) = shared.fragments.lock().lookup(&key) else {
+        return Verdict::Drop(DropReason::NotForUs);
+    };
+    let Some(net) = snap.networks.get(&network) else {
+        return Verdict::Drop(DropReason::NoRoute);
+    };
+    let Some(&(mac, port)) = net.neighbours.get(&container) else {
+        return Verdict::Drop(DropReason::NoRoute);
+    };
+    set_address(frame, Side::Destination, container);
     decrement_ttl(frame);
     ethernet::write_header(frame, mac, net.spec.gateway_mac, ETHERTYPE_IPV4);
     Verdict::Forward(port)
@@ -387,6 +455,36 @@ fn inbound_target(snap: &Snapshot, shared: &Shared, now: u32, flow: &Flow, remot
     Some(target)
 }
 
+/// Where the later fragments of a datagram coming in go: (protocol,
+/// sender, IP identification) → (network, container), learned from the
+/// first fragment, forgotten after [`FRAGMENT_TIMEOUT_SECS`].
+#[derive(Default)]
+pub struct Fragments {
+    map: rustc_hash::FxHashMap<FragmentKey, ((u32, Ipv4Addr), u32)>,
+}
+
+type FragmentKey = (u8, Ipv4Addr, u16);
+const FRAGMENT_TIMEOUT_SECS: u32 = 30;
+/// Datagrams in reassembly at once; beyond, the oldest are forgotten.
+const MAX_FRAGMENTED: usize = 4096;
+
+impl Fragments {
+    fn remember(&mut self, key: FragmentKey, target: (u32, Ipv4Addr), now: u32) {
+        if self.map.len() >= MAX_FRAGMENTED {
+            self.expire(now.saturating_add(FRAGMENT_TIMEOUT_SECS)); // full: start afresh
+        }
+        self.map.insert(key, (target, now));
+    }
+
+    fn lookup(&self, key: &FragmentKey) -> Option<(u32, Ipv4Addr)> {
+        self.map.get(key).map(|(target, _)| *target)
+    }
+
+    pub fn expire(&mut self, now: u32) {
+        self.map.retain(|_, (_, seen)| now.saturating_sub(*seen) < FRAGMENT_TIMEOUT_SECS);
+    }
+}
+
 /// Where a published host port leads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Published {
@@ -411,11 +509,8 @@ enum Side {
 /// pseudo-header sum: the address change goes into it, the port change is
 /// covered when it is finished.
 fn rewrite(frame: &mut [u8], offload: &Offload, flow: &Flow, side: Side, ip: Ipv4Addr, port: u16) {
-    let addr_at = L3 + if side == Side::Source { 12 } else { 16 };
-    let old_ip: [u8; 4] = frame[addr_at..addr_at + 4].try_into().unwrap();
+    let old_ip = set_address(frame, side, ip);
     let new_ip = ip.octets();
-    frame[addr_at..addr_at + 4].copy_from_slice(&new_ip);
-    update_field(frame, L3 + 10, |sum| checksum::update(sum, &old_ip, &new_ip));
 
     let (sport_at, dport_at) = flow.port_offsets();
     let port_at = if side == Side::Source { sport_at } else { dport_at };
@@ -443,6 +538,16 @@ fn rewrite(frame: &mut [u8], offload: &Offload, flow: &Flow, side: Side, ip: Ipv
             sum => sum,
         }
     });
+}
+
+/// Replace the source or destination address, keeping the IP header
+/// checksum right; returns the old address.
+fn set_address(frame: &mut [u8], side: Side, ip: Ipv4Addr) -> [u8; 4] {
+    let at = L3 + if side == Side::Source { 12 } else { 16 };
+    let old: [u8; 4] = frame[at..at + 4].try_into().unwrap();
+    frame[at..at + 4].copy_from_slice(&ip.octets());
+    update_field(frame, L3 + 10, |sum| checksum::update(sum, &old, &ip.octets()));
+    old
 }
 
 fn decrement_ttl(frame: &mut [u8]) {

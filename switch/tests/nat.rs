@@ -446,3 +446,92 @@ fn random_frames_on_the_uplink_never_panic() {
         lab.uplink.take_all();
     }
 }
+
+/// Make `f` (an IPv4 frame) a fragment: offset in 8-byte units, MF flag,
+/// identification; the header checksum is made right again.
+fn fragment(mut f: Vec<u8>, offset_units: u16, more: bool, ident: u16) -> Vec<u8> {
+    let flags = (offset_units & 0x1fff) | if more { 0x2000 } else { 0 };
+    f[14 + 4..14 + 6].copy_from_slice(&ident.to_be_bytes());
+    f[14 + 6..14 + 8].copy_from_slice(&flags.to_be_bytes());
+    f[14 + 10..14 + 12].fill(0);
+    let sum = checksum::compute(&f[14..34]);
+    f[14 + 10..14 + 12].copy_from_slice(&sum.to_be_bytes());
+    f
+}
+
+#[test]
+fn fragmented_datagrams_are_translated_both_ways() {
+    let lab = lab(false);
+    lab.resolve_next_hop();
+    let gw_mac = MacAddr::from_ipv4(GATEWAY);
+    let first = fragment(udp((CONTAINER, 5353), (REMOTE, 53), gw_mac, MacAddr::from_ipv4(CONTAINER)), 0, true, 7);
+    let mut later = fragment(udp((CONTAINER, 0), (REMOTE, 0), gw_mac, MacAddr::from_ipv4(CONTAINER)), 3, false, 7);
+    later[34..42].copy_from_slice(b"payload!"); // no UDP header in a later fragment
+    let later = fragment(later, 3, false, 7);
+    lab.container.inject(first);
+    lab.container.inject(later);
+    lab.sw.poll_all();
+    let out = lab.uplink.take_all();
+    assert_eq!(out.len(), 2, "both fragments leave");
+    for f in &out {
+        let ip = ipv4::Packet::parse(&f[14..]).unwrap();
+        assert_eq!(ip.src(), UPLINK_IP);
+        assert!(ip.header_checksum_ok());
+    }
+    let (nat_port, _) = ports_of(&out[0]);
+    assert_eq!(&out[1][34..42], b"payload!", "the later fragment's data untouched");
+
+    let reply_first =
+        fragment(udp((REMOTE, 53), (UPLINK_IP, nat_port), MacAddr::from_ipv4(UPLINK_IP), NEXT_HOP_MAC), 0, true, 99);
+    let reply_later =
+        fragment(udp((REMOTE, 0), (UPLINK_IP, 0), MacAddr::from_ipv4(UPLINK_IP), NEXT_HOP_MAC), 3, false, 99);
+    lab.uplink.inject(reply_first);
+    lab.uplink.inject(reply_later);
+    lab.sw.poll_all();
+    let back = lab.container.take_all();
+    assert_eq!(back.len(), 2, "both fragments reach the container");
+    for f in &back {
+        let ip = ipv4::Packet::parse(&f[14..]).unwrap();
+        assert_eq!(ip.dst(), CONTAINER);
+        assert!(ip.header_checksum_ok());
+    }
+    assert_eq!(ports_of(&back[0]).1, 5353);
+}
+
+#[test]
+fn the_uplink_address_answers_ping_from_outside_and_inside() {
+    let lab = lab(false);
+    lab.resolve_next_hop();
+    let mut req = vec![0u8; 128];
+    let len = proto::icmp::write_echo_request(
+        &mut req,
+        (NEXT_HOP_MAC, REMOTE),
+        (MacAddr::from_ipv4(UPLINK_IP), UPLINK_IP),
+        9,
+        1,
+        b"hi",
+    );
+    req.truncate(len);
+    lab.uplink.inject(req);
+    lab.sw.poll_all();
+    let reply = lab.uplink.take().expect("echo reply on the uplink");
+    let (ip, kind, _) = icmp_of(&reply);
+    assert_eq!((ip.src(), ip.dst(), kind), (UPLINK_IP, REMOTE, 0));
+
+    let gw_mac = MacAddr::from_ipv4(GATEWAY);
+    let mut req = vec![0u8; 128];
+    let len = proto::icmp::write_echo_request(
+        &mut req,
+        (MacAddr::from_ipv4(CONTAINER), CONTAINER),
+        (gw_mac, UPLINK_IP),
+        9,
+        1,
+        b"hi",
+    );
+    req.truncate(len);
+    lab.container.inject(req);
+    lab.sw.poll_all();
+    let reply = lab.container.take().expect("echo reply to the container");
+    let (ip, kind, _) = icmp_of(&reply);
+    assert_eq!((ip.src(), ip.dst(), kind), (UPLINK_IP, CONTAINER, 0));
+}
