@@ -10,6 +10,14 @@
 //! B's interface counters, so B's IP layer drops each frame early) and UDP
 //! round-trip latency; for vswitchd also its CPU use when idle.
 //!
+//! The NAT row: TCP from a container to an "outside" namespace through a
+//! masquerading router: for the kernel, a Linux bridge in a router namespace
+//! with forwarding and an nftables masquerade rule out of a veth uplink
+//! (skipped, shown as "-", when `nft` is not installed); for vswitchd, the
+//! daemon in a host namespace owning the uplink veth (`--uplink`). Either
+//! figure is an error unless the receiver saw the router's uplink address
+//! as the peer.
+//!
 //! Environment: LAB_SECS (seconds per throughput test, default 5),
 //! LAB_WORKERS (vswitchd workers, default: the number of cores),
 //! LAB_GEN_THREADS (64-byte generator threads, default 1), LAB_RTTS (measured
@@ -22,11 +30,12 @@ mod topo;
 #[path = "lab/traffic.rs"]
 mod traffic;
 
+use std::net::IpAddr;
 use std::time::Duration;
 
-use report::{Figure, Figures, Machine, RunInfo};
+use report::{Figure, Figures, Machine, RunInfo, NAT_TCP1};
 use serde_json::json;
-use topo::{Cleanup, Pair};
+use topo::{Cleanup, Nat, Pair};
 
 /// Round trips before the measured ones (ARP, caches, wake-ups).
 const RTT_WARMUP: usize = 1000;
@@ -73,13 +82,13 @@ fn main() {
     topo::remove_stale();
 
     eprintln!("lab: topology K (Linux bridge in its own namespace)");
-    let (bridge, bridge_mtu) = {
+    let (mut bridge, bridge_mtu) = {
         let mut cleanup = Cleanup::default();
         let pair = topo::kernel_bridge(&mut cleanup);
         (measure(&pair, None, &cfg), pair.mtu)
     };
     eprintln!("lab: topology V (vswitchd, {} workers)", cfg.workers);
-    let (vswitchd, vswitchd_mtu) = {
+    let (mut vswitchd, vswitchd_mtu) = {
         let mut cleanup = Cleanup::default();
         let (pair, daemon) = topo::vswitchd(&mut cleanup, cfg.workers);
         let figures = measure(&pair, Some(daemon.pid), &cfg);
@@ -89,6 +98,35 @@ fn main() {
         (figures, pair.mtu)
     };
 
+    let mut notes = Vec::new();
+    let mut nat_mtu = json!({ "kernel": null, "vswitchd": null });
+    match topo::nft_binary() {
+        None => {
+            let note = "kernel NAT: nft not installed (apt-get install nftables), column skipped";
+            eprintln!("{note}");
+            notes.push(note.to_string());
+        }
+        Some(nft) => {
+            eprintln!("lab: topology kernel NAT (bridge + forwarding + nftables masquerade)");
+            let mut cleanup = Cleanup::default();
+            let nat = topo::kernel_nat(&mut cleanup);
+            nat_mtu["kernel"] = json!(nat.pair.mtu);
+            let figure = topo::masquerade(&nft, &nat).and_then(|()| measure_nat(&nat, &cfg));
+            record(&mut bridge, &nat.pair, NAT_TCP1, figure);
+        }
+    }
+    eprintln!("lab: topology vswitchd NAT ({} workers, uplink)", cfg.workers);
+    {
+        let mut cleanup = Cleanup::default();
+        let (nat, daemon) = topo::vswitchd_nat(&mut cleanup, cfg.workers);
+        nat_mtu["vswitchd"] = json!(nat.pair.mtu);
+        let figure = measure_nat(&nat, &cfg);
+        if figure.is_err() {
+            eprintln!("---- vswitchd log (tail) ----\n{}\n---- end ----", daemon.log_tail(3000));
+        }
+        record(&mut vswitchd, &nat.pair, NAT_TCP1, figure);
+    }
+
     let info = RunInfo {
         machine: Machine::detect(),
         config: json!({
@@ -97,8 +135,10 @@ fn main() {
             "generator_threads": cfg.gen_threads,
             "round_trips": cfg.rtts,
             "mtu": { "kernel_bridge": bridge_mtu, "vswitchd": vswitchd_mtu },
+            "nat_container_mtu": nat_mtu,
         }),
         ovs: ovs_note(),
+        notes,
     };
     report::print(&info, &bridge, &vswitchd);
 }
@@ -118,7 +158,7 @@ fn measure(pair: &Pair, daemon: Option<u32>, cfg: &Config) -> Figures {
         // Nothing else can work: say so in every row rather than time out in each.
         let why = format!("{} → {} unreachable: {e}", pair.a_ip, pair.b_ip);
         eprintln!("lab: {}: {why}", pair.label);
-        for m in report::METRICS {
+        for m in report::METRICS.iter().filter(|m| m.key != NAT_TCP1) {
             f.insert(m.key, Err(why.clone()));
         }
         return f;
@@ -135,6 +175,21 @@ fn measure(pair: &Pair, daemon: Option<u32>, cfg: &Config) -> Figures {
         record(&mut f, pair, "cpu_idle_after_pct", traffic::cpu_percent(pid, IDLE_SAMPLE).map_err(err));
     }
     f
+}
+
+/// The NAT row: one TCP stream container → outside, an error unless the
+/// outside saw the masquerade address as the peer.
+fn measure_nat(nat: &Nat, cfg: &Config) -> Figure {
+    let pair = &nat.pair;
+    traffic::reachable(pair, Duration::from_secs(5))
+        .map_err(|e| format!("{} → {} unreachable: {e}", pair.a_ip, pair.b_ip))?;
+    let (gbps, peers) = traffic::tcp_gbps_peers(pair, 1, cfg.secs).map_err(err)?;
+    let masq = IpAddr::V4(nat.masquerade_ip);
+    match peers.iter().find(|p| p.ip() != masq) {
+        None if !peers.is_empty() => Ok(gbps),
+        None => Err("the receiver accepted no connection".into()),
+        Some(p) => Err(format!("not masqueraded: the receiver saw peer {p}, expected {masq}")),
+    }
 }
 
 fn measure_latency(f: &mut Figures, pair: &Pair, cfg: &Config) {

@@ -520,8 +520,14 @@ fn nat(c: &mut Criterion) {
     let nat_ports = *switch::conntrack::NAT_PORTS.start()..*switch::conntrack::NAT_PORTS.start() + FLOWS;
     uplink_frames.extend(nat_ports.map(|p| udp((next_hop_mac, remote), 53, (us.mac, uplink_ip), p)));
     let uplink = Arc::new(NullPort::new(uplink_frames));
-    let spec =
-        UplinkSpec { name: "up".into(), queues: vec![uplink.clone()], ip: uplink_ip, gateway: next_hop, mtu: 1500 };
+    let spec = UplinkSpec {
+        name: "up".into(),
+        queues: vec![uplink.clone()],
+        ip: uplink_ip,
+        gateway: next_hop,
+        mtu: 1500,
+        shared_mac: None,
+    };
     sw.set_uplink(spec).expect("uplink set");
     // The ARP reply (frame 0, handed out when one frame is left in budget 1)...
     uplink.refill(FLOWS as usize + 1);

@@ -34,21 +34,24 @@ pub struct UplinkConfig {
     /// The address the switch owns on the uplink's segment.
     pub ip: Ipv4Addr,
     pub gateway: Ipv4Addr,
+    /// The address is the interface's own (no --uplink-ip): the host's
+    /// stack answers ARP for it, and must be kept off the NAT ports (README).
+    pub shared: bool,
 }
 
 impl UplinkConfig {
     /// Check the uplink flags; without --uplink-gw, the host's default
     /// route through IFACE gives the next hop.
     pub fn from_flags(ifname: &str, ip: Option<&str>, gateway: Option<&str>) -> Result<UplinkConfig, String> {
-        let Some(ip) = ip else {
-            return Err(format!(
-                "--uplink {ifname} needs --uplink-ip CIDR: the switch owns its own address on the uplink's \
-                 segment (sharing {ifname}'s address is not supported yet)"
-            ));
+        let (net, shared) = match ip {
+            Some(ip) => {
+                let net: Ipv4Net = ip.parse().map_err(|_| {
+                    format!("invalid --uplink-ip {ip:?}: want an address with its prefix, like 192.0.2.10/24")
+                })?;
+                (net, false)
+            }
+            None => (interface_address(ifname)?, true),
         };
-        let net: Ipv4Net = ip
-            .parse()
-            .map_err(|_| format!("invalid --uplink-ip {ip:?}: want an address with its prefix, like 192.0.2.10/24"))?;
         let gateway = match gateway {
             Some(text) => ipam::parse_ipv4("--uplink-gw", text)?,
             None => default_gateway_via(ifname)
@@ -57,8 +60,20 @@ impl UplinkConfig {
         if !net.contains(&gateway) || gateway == net.addr() {
             return Err(format!("--uplink-gw {gateway} is not another host of the uplink's subnet {}", net.trunc()));
         }
-        Ok(UplinkConfig { ifname: ifname.to_string(), ip: net.addr(), gateway })
+        Ok(UplinkConfig { ifname: ifname.to_string(), ip: net.addr(), gateway, shared })
     }
+}
+
+/// The first IPv4 address of `ifname`, for an uplink sharing it.
+fn interface_address(ifname: &str) -> Result<Ipv4Net, String> {
+    let index = netlink::link_index(ifname)
+        .map_err(|e| format!("--uplink {ifname}: {e}"))?
+        .ok_or_else(|| format!("--uplink {ifname}: no such interface"))?;
+    let addrs = netlink::ipv4_addrs(index).map_err(|e| format!("--uplink {ifname}: {e}"))?;
+    let (addr, len) = addrs.first().copied().ok_or_else(|| {
+        format!("--uplink {ifname} has no IPv4 address to share: give the switch its own with --uplink-ip CIDR")
+    })?;
+    Ipv4Net::new(addr, len).map_err(|e| e.to_string())
 }
 
 /// The gateway of the host's IPv4 default route through `ifname`, from
@@ -148,6 +163,7 @@ impl Daemon {
         let port = Uplink::open(&config.ifname)?;
         let spec = UplinkSpec {
             name: format!("uplink/{}", config.ifname),
+            shared_mac: config.shared.then(|| MacAddr(port.mac())),
             mtu: port.mtu(),
             queues: vec![Arc::new(port)],
             ip: config.ip,
@@ -157,6 +173,14 @@ impl Daemon {
         self.uplink_ip = Some(config.ip);
         self.install_published();
         log::info!("uplink {}: masquerading behind {} via {}", config.ifname, config.ip, config.gateway);
+        if config.shared {
+            log::warn!(
+                "uplink {}: sharing the host's address {}: keep the host's stack off ports 32768-60999 and the \
+                 published ports on it (see README), or give the switch its own address with --uplink-ip",
+                config.ifname,
+                config.ip
+            );
+        }
         Ok(())
     }
 
@@ -822,7 +846,8 @@ mod tests {
     fn uplink_flags_are_checked() {
         let ok = UplinkConfig::from_flags("up0", Some("10.250.0.2/24"), Some("10.250.0.1")).unwrap();
         assert_eq!((ok.ip, ok.gateway), ("10.250.0.2".parse().unwrap(), "10.250.0.1".parse().unwrap()));
-        assert!(UplinkConfig::from_flags("up0", None, None).unwrap_err().contains("--uplink-ip"));
+        assert!(UplinkConfig::from_flags("nosuch-if", None, None).unwrap_err().contains("no such interface"));
+        assert!(!ok.shared);
         assert!(UplinkConfig::from_flags("up0", Some("10.250.0.2"), Some("10.250.0.1")).is_err());
         let off_link = UplinkConfig::from_flags("up0", Some("10.250.0.2/24"), Some("10.9.0.1")).unwrap_err();
         assert!(off_link.contains("not another host"), "{off_link}");

@@ -37,6 +37,12 @@ const DISCARD_PORT: u16 = 9;
 
 /// Received Gbit/s of `streams` TCP streams from A to B over `secs`.
 pub fn tcp_gbps(pair: &Pair, streams: usize, secs: Duration) -> io::Result<f64> {
+    tcp_gbps_peers(pair, streams, secs).map(|(gbps, _)| gbps)
+}
+
+/// Like `tcp_gbps`, also returning the peer address of each connection as
+/// B's accept() saw it (behind NAT: the masquerade address).
+pub fn tcp_gbps_peers(pair: &Pair, streams: usize, secs: Duration) -> io::Result<(f64, Vec<SocketAddr>)> {
     let port = TCP_PORT + streams as u16;
     let addr = SocketAddr::from((pair.b_ip, port));
     let listener = netns::run_in(&pair.b_ns, move || TcpListener::bind(addr))??;
@@ -58,23 +64,25 @@ pub fn tcp_gbps(pair: &Pair, streams: usize, secs: Duration) -> io::Result<f64> 
     let rate = measure_rate(&received, secs);
     stop.store(true, Ordering::Relaxed);
     join_all(writers);
-    let readers = acceptor.join().map_err(|_| io::Error::other("acceptor panicked"))??;
+    let (readers, peers) = acceptor.join().map_err(|_| io::Error::other("acceptor panicked"))??;
     join_all(readers);
-    Ok(rate * 8.0 / 1e9)
+    Ok((rate * 8.0 / 1e9, peers))
 }
 
-/// Accept `streams` connections (within 5 s) and start a reader on each.
+/// Accept `streams` connections (within 5 s) and start a reader on each;
+/// also returns the peer address of each.
 fn accept_readers(
     listener: TcpListener,
     streams: usize,
     stop: Arc<AtomicBool>,
     received: Arc<AtomicU64>,
-) -> io::Result<Vec<JoinHandle<()>>> {
+) -> io::Result<(Vec<JoinHandle<()>>, Vec<SocketAddr>)> {
     let deadline = Instant::now() + Duration::from_secs(5);
-    let mut readers = Vec::new();
+    let (mut readers, mut peers) = (Vec::new(), Vec::new());
     while readers.len() < streams {
         match listener.accept() {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
+                peers.push(peer);
                 stream.set_nonblocking(false)?;
                 stream.set_read_timeout(Some(IO_TIMEOUT))?;
                 let (stop, received) = (stop.clone(), received.clone());
@@ -90,7 +98,7 @@ fn accept_readers(
             }
         }
     }
-    Ok(readers)
+    Ok((readers, peers))
 }
 
 /// Read and discard until EOF, an error, or `stop` (checked on timeouts).

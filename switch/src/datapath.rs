@@ -56,6 +56,9 @@ pub struct UplinkSpec {
     pub gateway: Ipv4Addr,
     /// Largest IP packet the uplink carries.
     pub mtu: u32,
+    /// The address is the interface's own: use its MAC and leave ARP for
+    /// it to the host. None: the switch is a separate host on the segment.
+    pub shared_mac: Option<MacAddr>,
 }
 
 /// The data-path network index of the uplink port (no bridge domain).
@@ -276,7 +279,11 @@ impl Switch {
             queues: spec.queues,
         };
         let port = self.new_port(&mut control, &snap, port_spec)?;
-        let uplink = Arc::new(Uplink::new(port.id, spec.ip, spec.gateway, spec.mtu));
+        let mut uplink = Uplink::new(port.id, spec.ip, spec.gateway, spec.mtu);
+        if let Some(mac) = spec.shared_mac {
+            uplink.share_host_address(mac);
+        }
+        let uplink = Arc::new(uplink);
         self.publish(|s| {
             s.ports.insert(port.id, port.clone());
             s.uplink = Some(uplink);

@@ -30,6 +30,9 @@ pub struct Uplink {
     /// Largest IP packet the uplink carries: bigger ones with DF set get
     /// ICMP fragmentation-needed instead of vanishing.
     pub mtu: u32,
+    /// Whether the switch answers ARP for `ip` (not when it shares the
+    /// host's address: the host does).
+    answers_arp: bool,
     /// The next hop's MAC once ARP told it (0: not yet).
     gateway_mac: AtomicU64,
     last_arp_request: AtomicU32,
@@ -43,6 +46,7 @@ impl Uplink {
             mac: MacAddr::from_ipv4(ip),
             gateway,
             mtu,
+            answers_arp: true,
             gateway_mac: AtomicU64::new(0),
             last_arp_request: AtomicU32::new(u32::MAX),
         }
@@ -61,6 +65,12 @@ impl Uplink {
         let us = arp::Host { mac: self.mac, ip: self.ip };
         let them = arp::Host { mac: MacAddr::ZERO, ip: self.gateway };
         Some(arp::write_frame(buf, arp::OP_REQUEST, us, them, MacAddr::BROADCAST))
+    }
+
+    /// Use the host's own address and MAC on the uplink, leaving ARP to it.
+    pub fn share_host_address(&mut self, mac: MacAddr) {
+        self.mac = mac;
+        self.answers_arp = false;
     }
 
     fn gateway_mac(&self) -> Option<MacAddr> {
@@ -286,7 +296,7 @@ fn uplink_arp(uplink: &Uplink, eth: &ethernet::Frame, scratch: &mut [u8]) -> Ver
         uplink.learn_gateway_mac(p.sender_mac());
     }
     match (p.op(), p.target_ip() == uplink.ip) {
-        (arp::OP_REQUEST, true) => {
+        (arp::OP_REQUEST, true) if uplink.answers_arp => {
             let us = arp::Host { mac: uplink.mac, ip: uplink.ip };
             let asker = arp::Host { mac: p.sender_mac(), ip: p.sender_ip() };
             Verdict::Reply(arp::write_frame(scratch, arp::OP_REPLY, us, asker, eth.src()))

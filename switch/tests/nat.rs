@@ -25,10 +25,10 @@ struct Lab {
 }
 
 fn lab(internal: bool) -> Lab {
-    lab_with(internal, true)
+    lab_with(internal, true, None)
 }
 
-fn lab_with(internal: bool, masquerade: bool) -> Lab {
+fn lab_with(internal: bool, masquerade: bool, shared_mac: Option<MacAddr>) -> Lab {
     let sw = Switch::start(0).unwrap();
     let spec = NetworkSpec {
         index: 1,
@@ -46,8 +46,14 @@ fn lab_with(internal: bool, masquerade: bool) -> Lab {
     sw.add_port(PortSpec { network: 1, name: "c".into(), mac, ipv4: CONTAINER, queues: vec![container.clone()] })
         .unwrap();
     let uplink = Arc::new(MemPort::with_offloads(256));
-    let spec =
-        UplinkSpec { name: "up".into(), queues: vec![uplink.clone()], ip: UPLINK_IP, gateway: NEXT_HOP, mtu: 1500 };
+    let spec = UplinkSpec {
+        name: "up".into(),
+        queues: vec![uplink.clone()],
+        ip: UPLINK_IP,
+        gateway: NEXT_HOP,
+        mtu: 1500,
+        shared_mac,
+    };
     sw.set_uplink(spec).unwrap();
     Lab { sw, container, uplink }
 }
@@ -384,7 +390,7 @@ fn icmp_errors_from_outside_reach_the_container_translated() {
 
 #[test]
 fn without_masquerade_containers_keep_their_addresses_both_ways() {
-    let lab = lab_with(false, false);
+    let lab = lab_with(false, false, None);
     lab.resolve_next_hop();
     let gw_mac = MacAddr::from_ipv4(GATEWAY);
     lab.container.inject(udp((CONTAINER, 5353), (REMOTE, 53), gw_mac, MacAddr::from_ipv4(CONTAINER)));
@@ -534,4 +540,38 @@ fn the_uplink_address_answers_ping_from_outside_and_inside() {
     let reply = lab.container.take().expect("echo reply to the container");
     let (ip, kind, _) = icmp_of(&reply);
     assert_eq!((ip.src(), ip.dst(), kind), (UPLINK_IP, CONTAINER, 0));
+}
+
+#[test]
+fn sharing_the_hosts_address_leaves_arp_to_the_host() {
+    let host_mac = MacAddr([2, 0xaa, 0, 0, 0, 1]);
+    let lab = lab_with(false, true, Some(host_mac));
+    let request = lab.uplink.take().expect("the next hop is still resolved");
+    assert_eq!(ethernet::Frame::parse(&request).unwrap().src(), host_mac, "from the host's MAC");
+    let mut ask = vec![0u8; 60];
+    let asker = arp::Host { mac: NEXT_HOP_MAC, ip: NEXT_HOP };
+    arp::write_frame(
+        &mut ask,
+        arp::OP_REQUEST,
+        asker,
+        arp::Host { mac: MacAddr::ZERO, ip: UPLINK_IP },
+        MacAddr::BROADCAST,
+    );
+    lab.uplink.inject(ask);
+    lab.sw.poll_all();
+    assert!(lab.uplink.take_all().is_empty(), "the host answers ARP for its own address, not the switch");
+
+    let mut reply = vec![0u8; 60];
+    arp::write_frame(&mut reply, arp::OP_REPLY, asker, arp::Host { mac: host_mac, ip: UPLINK_IP }, host_mac);
+    lab.uplink.inject(reply);
+    lab.sw.poll_all();
+    let gw_mac = MacAddr::from_ipv4(GATEWAY);
+    lab.container.inject(udp((CONTAINER, 1), (REMOTE, 53), gw_mac, MacAddr::from_ipv4(CONTAINER)));
+    lab.sw.poll_all();
+    let out = lab.uplink.take().expect("masqueraded out");
+    assert_eq!(ethernet::Frame::parse(&out).unwrap().src(), host_mac);
+    let (nat_port, _) = ports_of(&out);
+    lab.uplink.inject(udp((REMOTE, 53), (UPLINK_IP, nat_port), host_mac, NEXT_HOP_MAC));
+    lab.sw.poll_all();
+    assert_eq!(lab.container.take_all().len(), 1, "replies to the host's MAC are translated");
 }
