@@ -9,7 +9,7 @@ use crate::conntrack::{self, Conntrack, DEFAULT_MAX_ENTRIES};
 use crate::fdb::{self, Fdb, PortId};
 use crate::filter;
 use crate::nat::{Fragments, PublishedPorts, Uplink};
-use crate::stats::{DropCounters, PortCounters, PortReport, Report, WorkerCounters, WorkerReport};
+use crate::stats::{ConntrackReport, DropCounters, PortCounters, PortReport, Report, WorkerCounters, WorkerReport};
 use crate::worker::{self, Engine, Waker};
 use arc_swap::ArcSwap;
 use ipnet::Ipv4Net;
@@ -439,7 +439,11 @@ impl Switch {
                 busy_percent: c.busy_ns.load(Ordering::Relaxed) as f64 * 100.0 / elapsed_ns,
             })
             .collect();
-        Report { ports, workers, drops: self.shared.drops.report() }
+        let conntrack = {
+            let table = self.shared.conntrack.lock();
+            ConntrackReport { entries: table.len(), evictions: table.evictions }
+        };
+        Report { ports, workers, drops: self.shared.drops.report(), conntrack }
     }
 
     /// Stop the workers and wait for them.

@@ -159,4 +159,14 @@ pub struct Report {
     pub ports: Vec<PortReport>,
     pub workers: Vec<WorkerReport>,
     pub drops: DropReport,
+    #[serde(default)]
+    pub conntrack: ConntrackReport,
+}
+
+/// Size of the connection table and what its bound cost.
+#[derive(Debug, Clone, Default, Serialize, serde::Deserialize)]
+pub struct ConntrackReport {
+    pub entries: usize,
+    /// Entries evicted to make room (the table was full).
+    pub evictions: u64,
 }

@@ -297,4 +297,6 @@ fn print_stats(v: &Value) {
         let summary: Vec<String> = drops.iter().map(|(k, n)| format!("{k}={n}")).collect();
         println!("drops: {}", summary.join(" "));
     }
+    let conntrack = &v["conntrack"];
+    println!("conntrack: entries={} evictions={}", conntrack["entries"], conntrack["evictions"]);
 }
