@@ -149,56 +149,64 @@ pub(crate) fn route_out(ctx: &Context, frame: &mut [u8], offload: &Offload, scra
         return Verdict::Drop(DropReason::NoRoute);
     };
     let ip = ipv4::Packet::parse(&frame[L3..]).expect("classified");
-    let dst = ip.dst();
-    if is_any_network(ctx.snap, dst) {
+    if is_any_network(ctx.snap, ip.dst()) {
         // Between networks there is no route: they are isolated.
         return Verdict::Drop(DropReason::NoRoute);
     }
     if ip.ttl() <= 1 {
         return icmp_error(ctx, &ip, (icmp::TYPE_TIME_EXCEEDED, 0, 0), scratch);
     }
-    let hairpin = dst == uplink.ip;
-    if ip.is_later_fragment() && !hairpin {
+    if ip.dst() == uplink.ip {
+        return hairpin(ctx, uplink, frame, offload, scratch);
+    }
+    if ip.is_later_fragment() {
         return route_fragment_out(ctx, uplink, frame, scratch);
     }
-    if hairpin && is_echo_request(&ip) {
-        // The switch's own uplink address answers ping, from inside too.
+    let Some(flow) = parse_flow(frame, Some(icmp::TYPE_ECHO_REQUEST)) else {
+        return Verdict::Drop(DropReason::NoRoute);
+    };
+    if ip.dont_fragment() && wire_len(frame, &ip, offload, &flow) > uplink.mtu as usize {
+        return icmp_error(ctx, &ip, (icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_FRAG_NEEDED, uplink.mtu), scratch);
+    }
+    let Some(next_hop) = uplink.gateway_mac() else {
+        return resolve_gateway(uplink, ctx.now, scratch);
+    };
+    if ctx.net.spec.masquerade {
+        let Some(nat_port) = track_out(ctx, &ip, &flow) else {
+            return Verdict::Drop(DropReason::NoRoute);
+        };
+        rewrite(frame, offload, &flow, Side::Source, uplink.ip, nat_port);
+    }
+    decrement_ttl(frame);
+    ethernet::write_header(frame, next_hop, uplink.mac, ETHERTYPE_IPV4);
+    Verdict::Forward(uplink.port)
+}
+
+/// The external port of a container's flow out, tracking it if new.
+fn track_out(ctx: &Context, ip: &ipv4::Packet, flow: &Flow) -> Option<u16> {
+    let orig = Tuple { proto: flow.proto, src: ip.src(), sport: flow.sport, dst: ip.dst(), dport: flow.dport };
+    ctx.shared.conntrack.lock().outbound(ctx.net.spec.index, orig, flow.tcp_flags, ctx.now)
+}
+
+/// A container's packet to the uplink address itself: a ping is answered;
+/// anything else is masqueraded and delivered in again at once, as if it
+/// had come back from the wire, so it reaches a published port's
+/// container (hairpin).
+fn hairpin(ctx: &Context, uplink: &Uplink, frame: &mut [u8], offload: &Offload, scratch: &mut [u8]) -> Verdict {
+    let ip = ipv4::Packet::parse(&frame[L3..]).expect("classified");
+    if is_echo_request(&ip) {
         let reply = icmp::write_echo_reply(scratch, &ip, ctx.in_port.spec.mac, ctx.net.spec.gateway_mac);
         return reply.map(Verdict::Reply).unwrap_or(Verdict::Drop(DropReason::Malformed));
     }
-    let echo = if hairpin { None } else { Some(icmp::TYPE_ECHO_REQUEST) };
-    let Some(flow) = parse_flow(frame, echo) else {
+    let Some(flow) = parse_flow(frame, None) else {
         return Verdict::Drop(DropReason::NoRoute);
     };
-    if !hairpin && ip.dont_fragment() && wire_len(frame, &ip, offload, &flow) > uplink.mtu as usize {
-        return icmp_error(ctx, &ip, (icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_FRAG_NEEDED, uplink.mtu), scratch);
-    }
-    let next_hop = uplink.gateway_mac();
-    if next_hop.is_none() && !hairpin {
-        return resolve_gateway(uplink, ctx.now, scratch);
-    }
-    if !ctx.net.spec.masquerade && !hairpin {
-        decrement_ttl(frame);
-        ethernet::write_header(frame, next_hop.expect("resolved above"), uplink.mac, ETHERTYPE_IPV4);
-        return Verdict::Forward(uplink.port);
-    }
-    let orig = Tuple { proto: flow.proto, src: ip.src(), sport: flow.sport, dst, dport: flow.dport };
-    let nat_port = ctx.shared.conntrack.lock().outbound(ctx.net.spec.index, orig, flow.tcp_flags, ctx.now);
-    let Some(nat_port) = nat_port else {
+    let Some(nat_port) = track_out(ctx, &ip, &flow) else {
         return Verdict::Drop(DropReason::NoRoute);
     };
     rewrite(frame, offload, &flow, Side::Source, uplink.ip, nat_port);
     decrement_ttl(frame);
-    match next_hop {
-        // Hairpin: to a published port of the switch's own address, so
-        // in again at once, as if it had come back from the wire.
-        _ if hairpin => deliver_in(ctx.snap, ctx.shared, ctx.now, uplink, frame, offload, scratch),
-        Some(mac) => {
-            ethernet::write_header(frame, mac, uplink.mac, ETHERTYPE_IPV4);
-            Verdict::Forward(uplink.port)
-        }
-        None => unreachable!("resolved above"),
-    }
+    deliver_in(ctx.snap, ctx.shared, ctx.now, uplink, frame, offload, scratch)
 }
 
 /// A later fragment of a datagram going out: no ports to translate, only
