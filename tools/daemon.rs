@@ -381,7 +381,9 @@ impl Daemon {
         let first_in_netns = self.state.endpoints_in_netns(netns_name).next().is_none();
         self.attach(&ep, first_in_netns).map_err(|e| format!("plumbing {netns_name}/{}: {e}", ep.ifname))?;
         self.state.endpoints.push(ep.clone());
-        self.install_published();
+        if !ep.published.is_empty() {
+            self.install_published();
+        }
         self.save()?;
         log::info!("added port {netns_name}/{} on {network} ({})", ep.ifname, ep.ipv4);
         Ok(inspect::endpoint(&ep, &net))
@@ -500,7 +502,9 @@ impl Daemon {
         let last_in_netns = self.state.endpoints_in_netns(netns_name).count() == 1;
         self.detach(&ep, ep.owns_netns && last_in_netns)?;
         self.state.endpoints.retain(|e| e.id != ep.id);
-        self.install_published();
+        if !ep.published.is_empty() {
+            self.install_published();
+        }
         self.save()?;
         log::info!("removed port {netns_name}/{} from {network}", ep.ifname);
         Ok(Value::Null)

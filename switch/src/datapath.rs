@@ -386,14 +386,23 @@ impl Switch {
         let _c = self.control.lock();
         self.shared.conntrack.lock().set_reserved(ports.keys().copied());
         let ports = Arc::new(ports);
-        self.publish(|s| s.published = ports);
+        self.publish_everywhere(|s| s.published = ports);
+    }
+
+    /// Publish a change and return once every worker has taken it in, so
+    /// that no frame is handled by the old state after the call returns
+    /// (a rule added is a rule in force).
+    fn publish_everywhere(&self, change: impl FnOnce(&mut Snapshot)) {
+        let generation = self.publish(change);
+        self.shared.workers.iter().for_each(|slot| slot.waker.wake());
+        (0..self.shared.workers.len()).for_each(|w| self.wait_synced(w, generation));
     }
 
     /// Replace the user filter rules.
     pub fn set_rules(&self, rules: Vec<filter::Rule>) {
         let _c = self.control.lock();
         let rules = Arc::new(rules);
-        self.publish(|s| s.rules = rules);
+        self.publish_everywhere(|s| s.rules = rules);
     }
 
     /// The connection table, of one network or all, for `vsctl conntrack`.

@@ -348,6 +348,12 @@ fn run(shared: &Shared, index: usize) -> io::Result<()> {
             }
             return Err(err);
         }
+        let events = &events[..ready as usize];
+        // A wake-up is taken before the snapshot is loaded: taken after, it
+        // could swallow the wake-up of a change published in between.
+        if events.iter().any(|ev| ev.u64 == WAKER_TOKEN) {
+            waker.drain();
+        }
         // Loaded after the wait, never held across it: a sleeping worker must
         // not keep removed ports (and their TAP fds) alive.
         let snap = shared.snapshot.load_full();
@@ -357,11 +363,8 @@ fn run(shared: &Shared, index: usize) -> io::Result<()> {
         }
         let started = Instant::now();
         let mut handled = 0;
-        for ev in &events[..ready as usize] {
-            let token = ev.u64;
-            if token == WAKER_TOKEN {
-                waker.drain();
-            } else if let Some((port, queue)) = reg.ports.get(&(token as u32)) {
+        for ev in events.iter().filter(|ev| ev.u64 != WAKER_TOKEN) {
+            if let Some((port, queue)) = reg.ports.get(&(ev.u64 as u32)) {
                 handled += engine.poll_port(shared, &snap, port, *queue);
             }
         }
