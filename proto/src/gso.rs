@@ -14,20 +14,35 @@ const TCP_CWR: u8 = 0x80;
 
 /// Where the IP packet of an Ethernet frame ends (frames may carry padding).
 fn ip_end(frame: &[u8]) -> Result<usize, Error> {
+    Ok(ip_span(frame)?.1)
+}
+
+/// Where the IP payload of an Ethernet frame starts and the packet ends.
+fn ip_span(frame: &[u8]) -> Result<(usize, usize), Error> {
     let eth = ethernet::Frame::parse(frame)?;
-    let len = match eth.ethertype() {
-        ETHERTYPE_IPV4 => ipv4::Packet::parse(eth.payload())?.total_len(),
-        ETHERTYPE_IPV6 => ipv6::HEADER_LEN + ipv6::Packet::parse(eth.payload())?.payload().len(),
+    let (header, len) = match eth.ethertype() {
+        ETHERTYPE_IPV4 => {
+            let ip = ipv4::Packet::parse(eth.payload())?;
+            (ip.header_len(), ip.total_len())
+        }
+        ETHERTYPE_IPV6 => (ipv6::HEADER_LEN, ipv6::HEADER_LEN + ipv6::Packet::parse(eth.payload())?.payload().len()),
         _ => return Err(Error::Malformed("offload metadata on a non-IP frame")),
     };
-    Ok(ethernet::HEADER_LEN + len)
+    Ok((ethernet::HEADER_LEN + header, ethernet::HEADER_LEN + len))
 }
 
 /// Finish the partial checksum `offload` describes, in place.
+///
+/// The offsets come from whoever sent the frame: they must point into the
+/// IP payload, so that finishing can never write over the Ethernet or IP
+/// headers the rest of the switch has checked.
 pub fn finish_checksum(frame: &mut [u8], offload: &Offload) -> Result<(), Error> {
-    let end = ip_end(frame)?;
+    let (payload, end) = ip_span(frame)?;
     let start = offload.csum_start as usize;
     let field = start + offload.csum_offset as usize;
+    if start < payload {
+        return Err(Error::Malformed("checksum start inside the IP header"));
+    }
     if field + 2 > end {
         return Err(Error::Malformed("checksum offsets beyond the packet"));
     }
@@ -207,10 +222,14 @@ mod tests {
     }
 
     #[test]
-    fn refuses_offsets_beyond_the_packet() {
+    fn refuses_offsets_beyond_the_packet_or_inside_its_headers() {
         let mut f = tcp_frame(10, 0x18);
         let bad = Offload { csum_offset: 200, ..partial() };
         assert!(finish_checksum(&mut f, &bad).is_err());
+        let into_ethernet = Offload { csum_start: 0, csum_offset: 12, ..partial() };
+        let before = f.clone();
+        assert!(finish_checksum(&mut f, &into_ethernet).is_err());
+        assert_eq!(f, before, "nothing written");
     }
 
     #[test]

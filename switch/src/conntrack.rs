@@ -150,7 +150,7 @@ impl Conntrack {
             self.evict_oldest_batch();
         }
         let nat_port = self.free_port(orig.proto).or_else(|| {
-            self.evict_oldest();
+            self.evict_oldest_ports(orig.proto);
             self.free_port(orig.proto)
         })?;
         self.ports_in_use.insert((orig.proto, nat_port), orig);
@@ -235,20 +235,24 @@ impl Conntrack {
     /// at once, so that a flood of new flows costs one scan per many flows,
     /// not per flow.
     fn evict_oldest_batch(&mut self) {
-        let count = (self.max_entries / 64).max(1);
-        let mut by_age: Vec<(u32, Tuple)> = self.flows.values().map(|e| (e.last_seen, e.orig)).collect();
+        self.evict_oldest_where((self.max_entries / 64).max(1), |_| true);
+    }
+
+    /// A protocol ran out of masquerade ports: free the 1/64 of them idle
+    /// the longest. Only that protocol's masquerade entries hold such
+    /// ports; evicting anything else would free none.
+    fn evict_oldest_ports(&mut self, proto: u8) {
+        let count = NAT_PORTS.len() / 64;
+        self.evict_oldest_where(count, |e| e.orig.proto == proto && !e.published);
+    }
+
+    fn evict_oldest_where(&mut self, count: usize, eligible: impl Fn(&Entry) -> bool) {
+        let mut by_age: Vec<(u32, Tuple)> =
+            self.flows.values().filter(|e| eligible(e)).map(|e| (e.last_seen, e.orig)).collect();
         if by_age.len() > count {
             by_age.select_nth_unstable_by_key(count, |(seen, _)| *seen);
         }
         for (_, orig) in by_age.into_iter().take(count) {
-            self.remove(&orig);
-            self.evictions += 1;
-        }
-    }
-
-    fn evict_oldest(&mut self) {
-        let oldest = self.flows.values().min_by_key(|e| e.last_seen).map(|e| e.orig);
-        if let Some(orig) = oldest {
             self.remove(&orig);
             self.evictions += 1;
         }
@@ -273,23 +277,32 @@ impl Conntrack {
 
     /// Every entry of `network` (or all), as `vsctl conntrack` shows them.
     pub fn rows(&self, network: Option<u32>, nat_ip: Ipv4Addr, now: u32) -> Vec<Row> {
-        let mut rows: Vec<Row> = self
-            .flows
-            .values()
-            .filter(|e| network.is_none_or(|n| e.network == n))
-            .map(|e| Row {
-                network: e.network,
-                proto: proto_name(e.orig.proto),
-                src: format!("{}:{}", e.orig.src, e.orig.sport),
-                dst: format!("{}:{}", e.orig.dst, e.orig.dport),
-                nat_src: format!("{nat_ip}:{}", e.nat_port),
-                state: e.state,
-                age_secs: now.saturating_sub(e.created),
-            })
-            .collect();
-        rows.sort_by(|a, b| (a.proto, &a.src, &a.dst).cmp(&(b.proto, &b.src, &b.dst)));
-        rows
+        rows(self.entries(network), nat_ip, now)
     }
+
+    /// A copy of the entries of `network` (or all): cheap to take under the
+    /// lock every translated packet needs; formatting happens outside it.
+    pub fn entries(&self, network: Option<u32>) -> Vec<Entry> {
+        self.flows.values().filter(|e| network.is_none_or(|n| e.network == n)).cloned().collect()
+    }
+}
+
+/// The rows `vsctl conntrack` shows for `entries`, sorted.
+pub fn rows(entries: Vec<Entry>, nat_ip: Ipv4Addr, now: u32) -> Vec<Row> {
+    let mut rows: Vec<Row> = entries
+        .iter()
+        .map(|e| Row {
+            network: e.network,
+            proto: proto_name(e.orig.proto),
+            src: format!("{}:{}", e.orig.src, e.orig.sport),
+            dst: format!("{}:{}", e.orig.dst, e.orig.dport),
+            nat_src: format!("{nat_ip}:{}", e.nat_port),
+            state: e.state,
+            age_secs: now.saturating_sub(e.created),
+        })
+        .collect();
+    rows.sort_by(|a, b| (a.proto, &a.src, &a.dst).cmp(&(b.proto, &b.src, &b.dst)));
+    rows
 }
 
 /// How a reply to `orig`, translated to `nat_port`, is looked up. An ICMP
@@ -362,10 +375,14 @@ mod tests {
             let port = ct.outbound(1, tuple(i), 0, i).unwrap();
             assert!(seen.insert(port), "port {port} handed out twice");
         }
-        // All ports live: a new flow takes the port of the one idle longest.
+        // All ports live: the ones idle longest are freed, and a new flow
+        // takes one of them; another protocol's flows are left alone.
+        let tcp = Tuple { proto: PROTO_TCP, ..tuple(7) };
+        ct.outbound(1, tcp, 0, 0).unwrap();
         let port = ct.outbound(1, tuple(0xff_fffe), 0, u32::MAX).unwrap();
-        assert_eq!(ct.evictions, 1);
+        assert_eq!(ct.evictions as usize, NAT_PORTS.len() / 64);
         assert_eq!(port, *NAT_PORTS.start());
+        assert!(ct.rows(None, Ipv4Addr::UNSPECIFIED, 0).iter().any(|r| r.proto == "tcp"), "TCP flow kept");
         assert!(ct.inbound(PROTO_UDP, flow(0).dst, 53, port, 0, 0).unwrap().orig == tuple(0xff_fffe));
     }
 

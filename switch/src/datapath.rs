@@ -409,7 +409,8 @@ impl Switch {
     pub fn conntrack_rows(&self, network: Option<u32>) -> Vec<conntrack::Row> {
         let snap = self.shared.snapshot.load();
         let nat_ip = snap.uplink.as_ref().map(|u| u.ip).unwrap_or(Ipv4Addr::UNSPECIFIED);
-        self.shared.conntrack.lock().rows(network, nat_ip, self.shared.now_secs())
+        let entries = self.shared.conntrack.lock().entries(network);
+        conntrack::rows(entries, nat_ip, self.shared.now_secs())
     }
 
     /// The FDB of a network, for `vsctl fdb-show`.

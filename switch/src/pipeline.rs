@@ -71,7 +71,11 @@ pub fn process(ctx: &Context, frame: &mut [u8], offload: &mut Offload, scratch: 
             }
             *offload = Offload::NONE;
         }
-        let eth = ethernet::Frame::parse(frame).expect("classified above");
+        // Finishing wrote only inside the IP payload; parse again anyway
+        // rather than trust that with a panic.
+        let Ok(eth) = ethernet::Frame::parse(frame) else {
+            return Verdict::Drop(DropReason::Malformed);
+        };
         return gateway(ctx, &eth, scratch);
     }
     l2(ctx, &eth)

@@ -152,3 +152,49 @@ fn lying_offload_metadata_is_counted_not_trusted() {
     assert_eq!(report.drops.malformed, 3);
     assert_eq!(report.ports.iter().find(|p| p.name == "h2").unwrap().rx_drops, 3, "counted where they came in");
 }
+
+#[test]
+fn offload_metadata_pointing_into_the_headers_is_refused_not_obeyed() {
+    let a = Arc::new(MemPort::with_offloads(64));
+    let sw = switch_with(&[(2, a.clone())]);
+    let me = (MacAddr::from_ipv4(host_ip(2)), host_ip(2));
+    let mut req = vec![0u8; 128];
+    let len = icmp::write_echo_request(&mut req, me, (MacAddr::from_ipv4(GATEWAY), GATEWAY), 1, 1, b"abc");
+    req.truncate(len);
+    // "Finish a checksum" over the Ethernet header, onto the EtherType.
+    let hostile = Offload { flags: F_NEEDS_CSUM, csum_start: 0, csum_offset: 12, ..Offload::NONE };
+    a.inject_offloaded(req, hostile);
+    sw.poll_all();
+    assert!(a.take_all().is_empty());
+    assert_eq!(sw.report().drops.malformed, 1);
+}
+
+#[test]
+fn random_offload_metadata_never_panics() {
+    let (a, b) = (Arc::new(MemPort::with_offloads(64)), Arc::new(MemPort::new(64)));
+    let sw = switch_with(&[(2, a.clone()), (3, b.clone())]);
+    let (tcp, _) = tcp_super_frame(3, 3000, 1448);
+    let me = (MacAddr::from_ipv4(host_ip(2)), host_ip(2));
+    let mut ping = vec![0u8; 128];
+    let len = icmp::write_echo_request(&mut ping, me, (MacAddr::from_ipv4(GATEWAY), GATEWAY), 1, 1, b"abc");
+    ping.truncate(len);
+    let mut seed = 0x1234_5678_9abc_def0u64;
+    for i in 0..20_000 {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        let offload = Offload {
+            flags: (seed & 3) as u8,
+            gso_type: [0, 1, 3, 4, 5, 0x81][(seed >> 2) as usize % 6],
+            hdr_len: (seed >> 8) as u16,
+            gso_size: (seed >> 24) as u16 % 2000,
+            csum_start: (seed >> 40) as u16 % 200,
+            csum_offset: (seed >> 48) as u16 % 64,
+        };
+        let frame = if i % 2 == 0 { tcp.clone() } else { ping.clone() };
+        a.inject_offloaded(frame, offload);
+        sw.poll_all();
+        a.take_all();
+        b.take_all();
+    }
+}
