@@ -213,7 +213,8 @@ impl Daemon {
     }
 
     pub fn save(&self) -> Result<(), String> {
-        self.store.save(&self.state).map_err(|e| format!("saving state: {e}"))
+        // The change is live by now: say so, rather than suggest it was refused.
+        self.store.save(&self.state).map_err(|e| format!("the change took effect but could not be saved: {e}"))
     }
 
     pub fn shutdown(self) {
@@ -485,7 +486,17 @@ impl Daemon {
             ipv4: ep.ipv4,
             queues: queues.iter().map(|q| q.clone() as Arc<dyn ports::FrameIo>).collect(),
         };
-        let port = self.switch.add_port(port_spec).map_err(io::Error::other)?;
+        let port = match self.switch.add_port(port_spec) {
+            Ok(port) => port,
+            Err(e) => {
+                // Undo the plumbing: nothing half-made stays behind.
+                let _ = queues[0].set_persist(false);
+                if created_netns {
+                    let _ = netns::delete(&ep.netns);
+                }
+                return Err(io::Error::other(e));
+            }
+        };
         self.attached.insert(ep.id.clone(), Attached { port, queues });
         Ok(())
     }
@@ -500,8 +511,12 @@ impl Daemon {
             };
         };
         let last_in_netns = self.state.endpoints_in_netns(netns_name).count() == 1;
+        let had_default_route = self.state.endpoints_in_netns(netns_name).next().map(|e| &e.id) == Some(&ep.id);
         self.detach(&ep, ep.owns_netns && last_in_netns)?;
         self.state.endpoints.retain(|e| e.id != ep.id);
+        if had_default_route {
+            self.hand_over_default_route(netns_name);
+        }
         if !ep.published.is_empty() {
             self.install_published();
         }
@@ -510,22 +525,48 @@ impl Daemon {
         Ok(Value::Null)
     }
 
+    /// The namespace's first port has the default route (as at add-port and
+    /// at restart): when it goes, the next one takes it over.
+    fn hand_over_default_route(&self, netns_name: &str) {
+        let Some(next) = self.state.endpoints_in_netns(netns_name).next() else { return };
+        let Some(gateway) = self.state.network(&next.network).map(|n| n.gateway) else { return };
+        let ifname = next.ifname.clone();
+        let added = netns::run_in(netns_name, move || {
+            let index = netlink::link_index(&ifname)?.ok_or_else(|| io::Error::other(format!("{ifname} is gone")))?;
+            netlink::add_ipv4_default_route(index, gateway)
+        });
+        match added {
+            Ok(Ok(())) => log::info!("{netns_name}: default route now via {gateway} on {}", next.ifname),
+            Ok(Err(e)) | Err(e) => log::warn!("{netns_name}: could not move the default route to {}: {e}", next.ifname),
+        }
+    }
+
+    /// Take the port out of the data path and its TAP out of the namespace.
+    /// The live port is forgotten only once the switch has let go of it, so
+    /// a failure leaves everything as it was for another try.
     fn detach(&mut self, ep: &Endpoint, delete_netns: bool) -> Result<(), String> {
-        match self.attached.remove(&ep.id) {
+        match self.attached.get(&ep.id) {
             Some(live) => {
                 // Not persistent any more: the device goes with the last fd,
                 // which the workers drop as remove_port returns.
                 live.queues[0].set_persist(false).map_err(|e| format!("releasing {}: {e}", ep.ifname))?;
                 self.switch.remove_port(live.port)?;
-                drop(live);
-                if delete_netns {
-                    netns::delete(&ep.netns).map_err(|e| format!("deleting namespace {}: {e}", ep.netns))?;
-                }
-                Ok(())
+                self.attached.remove(&ep.id);
             }
-            None => endpoint::detach(&ep.netns, &ep.ifname, delete_netns)
-                .map_err(|e| format!("removing {}/{}: {e}", ep.netns, ep.ifname)),
+            None => endpoint::detach(&ep.netns, &ep.ifname, false)
+                .map_err(|e| format!("removing {}/{}: {e}", ep.netns, ep.ifname))?,
         }
+        if delete_netns {
+            // The port is gone either way; a namespace already removed by
+            // someone else is just as good.
+            match netns::delete(&ep.netns) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                    log::warn!("port {}/{} removed, but not its namespace: {e}", ep.netns, ep.ifname)
+                }
+                _ => {}
+            }
+        }
+        Ok(())
     }
 
     fn list_ports(&self, network: Option<&str>) -> Outcome {

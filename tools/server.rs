@@ -76,6 +76,8 @@ impl Drop for Server {
 fn serve_one(stream: UnixStream, daemon: &mut Daemon) -> io::Result<()> {
     stream.set_nonblocking(false)?;
     stream.set_read_timeout(Some(CLIENT_TIMEOUT))?;
+    // A client that stops reading must not hold the only control thread.
+    stream.set_write_timeout(Some(CLIENT_TIMEOUT))?;
     let mut line = String::new();
     BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
     let response = match serde_json::from_str::<Request>(&line) {

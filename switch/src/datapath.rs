@@ -331,16 +331,19 @@ impl Switch {
         let _c = self.control.lock();
         let snap = self.shared.snapshot.load();
         let port = snap.ports.get(&id).ok_or_else(|| format!("no port {id}"))?.clone();
-        let domain = snap.networks[&port.spec.network].clone();
+        let domain =
+            snap.networks.get(&port.spec.network).ok_or_else(|| format!("port {id} is not a bridge port"))?.clone();
         let ports = domain.ports.iter().filter(|p| p.id != id).cloned().collect();
         let rebuilt = Domain::new(domain.spec.clone(), ports, domain.fdb.clone());
         let generation = self.publish(|s| {
             s.ports.remove(&id);
             s.networks.insert(rebuilt.spec.index, Arc::new(rebuilt));
         });
-        domain.fdb.remove_port(id);
         port.receiving_workers().for_each(|w| self.shared.workers[w].waker.wake());
         port.receiving_workers().for_each(|w| self.wait_synced(w, generation));
+        // Only now: a worker still in a batch of the old snapshot could
+        // have learned a MAC on the port after an earlier cleanup.
+        domain.fdb.remove_port(id);
         Ok(())
     }
 

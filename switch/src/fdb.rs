@@ -15,6 +15,12 @@ use std::sync::atomic::{AtomicU32, Ordering::Relaxed};
 use std::sync::Arc;
 
 pub type PortId = u32;
+
+/// Learned MACs a network holds at most. Beyond, new MACs are not learned
+/// (their frames flood until old ones age out): a container sending from
+/// random source MACs must cost neither unbounded memory nor a table copy
+/// per frame.
+pub const MAX_LEARNED: usize = 16_384;
 pub type Map = FxHashMap<MacAddr, Arc<Entry>>;
 
 pub struct Entry {
@@ -76,6 +82,9 @@ impl Fdb {
     }
 
     fn insert(&self, mac: MacAddr, port: PortId, now: u32, is_static: bool) {
+        if !is_static && self.map.load().len() >= MAX_LEARNED {
+            return; // full: checked before the lock and the copy
+        }
         let _w = self.writer.lock();
         let current = self.map.load();
         if !is_static && current.contains_key(&mac) {
@@ -162,6 +171,18 @@ mod tests {
         assert_eq!(fdb.view().get(&A).unwrap().port(), 1);
         assert_eq!(fdb.age(100_000, 300), 0);
         assert_eq!(fdb.rows(7)[0].kind, "static");
+    }
+
+    #[test]
+    fn learning_stops_at_the_bound_but_endpoints_still_get_in() {
+        let fdb = Fdb::default();
+        for i in 0..(MAX_LEARNED + 100) as u32 {
+            let b = i.to_be_bytes();
+            fdb.learn(&fdb.view(), MacAddr([2, 1, b[0], b[1], b[2], b[3]]), 1, 0);
+        }
+        assert_eq!(fdb.len(), MAX_LEARNED);
+        fdb.add_static(A, 2);
+        assert_eq!(fdb.view().get(&A).unwrap().port(), 2);
     }
 
     #[test]

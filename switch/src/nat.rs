@@ -483,15 +483,23 @@ pub struct Fragments {
 
 type FragmentKey = (u8, Ipv4Addr, u16);
 const FRAGMENT_TIMEOUT_SECS: u32 = 30;
-/// Datagrams in reassembly at once; beyond, the oldest are forgotten.
+/// Datagrams in reassembly at once; beyond, the oldest 1/64 are forgotten.
 const MAX_FRAGMENTED: usize = 4096;
 
 impl Fragments {
     fn remember(&mut self, key: FragmentKey, target: (u32, Ipv4Addr), now: u32) {
         if self.map.len() >= MAX_FRAGMENTED {
-            self.expire(now.saturating_add(FRAGMENT_TIMEOUT_SECS)); // full: start afresh
+            self.forget_oldest(MAX_FRAGMENTED / 64);
         }
         self.map.insert(key, (target, now));
+    }
+
+    fn forget_oldest(&mut self, count: usize) {
+        let mut by_age: Vec<(u32, FragmentKey)> = self.map.iter().map(|(k, (_, seen))| (*seen, *k)).collect();
+        by_age.select_nth_unstable_by_key(count, |(seen, _)| *seen);
+        for (_, key) in &by_age[..count] {
+            self.map.remove(key);
+        }
     }
 
     fn lookup(&self, key: &FragmentKey) -> Option<(u32, Ipv4Addr)> {

@@ -1,8 +1,10 @@
 //! The stages a received frame goes through, each a small function that
 //! returns a [`Verdict`] or passes the frame on:
 //!
-//! classify (parse and check headers) → ARP proxy → gateway (ICMP echo) → L2
-//! (learn, lookup, flood). The worker applies the verdict.
+//! classify (parse and check headers) → user rules → ARP proxy → gateway
+//! (ICMP echo; routing out through `nat::route_out`) → L2 (learn, lookup,
+//! flood). Frames from the uplink take `nat::from_uplink` instead. The
+//! worker applies the verdict.
 
 use crate::datapath::{Domain, Port, Shared, Snapshot};
 use crate::fdb::{self, PortId};
@@ -132,8 +134,9 @@ pub fn arp_proxy(ctx: &Context, eth: &ethernet::Frame, scratch: &mut [u8]) -> Op
     Some(Verdict::Reply(len))
 }
 
-/// Frames for the switch's own MAC: it answers pings to the gateway
-/// address. Routing beyond the network is not there yet: counted and dropped.
+/// Frames for the gateway address itself: the switch answers pings to it;
+/// anything else is counted and dropped (routing beyond the gateway is
+/// `nat::route_out`).
 pub fn gateway(ctx: &Context, eth: &ethernet::Frame, scratch: &mut [u8]) -> Verdict {
     if eth.ethertype() != ETHERTYPE_IPV4 {
         return Verdict::Drop(DropReason::NoRoute);

@@ -278,6 +278,20 @@ impl Registered {
     }
 }
 
+impl Registered {
+    /// Stop polling a queue whose device is gone (its namespace was deleted
+    /// behind the switch's back): level-triggered, it would report an error
+    /// on every wait and keep the worker spinning.
+    fn drop_broken(&mut self, id: u32, index: usize) {
+        if let Some((port, queue)) = self.ports.remove(&id) {
+            log::warn!("worker {index}: port {} failed; no longer receiving from it", port.spec.name);
+            if let Some(fd) = port.spec.queues[queue].poll_fd() {
+                epoll_ctl(&self.epoll, libc::EPOLL_CTL_DEL, fd, 0);
+            }
+        }
+    }
+}
+
 fn epoll_ctl(epoll: &OwnedFd, op: libc::c_int, fd: RawFd, token: u64) {
     let mut ev = libc::epoll_event { events: libc::EPOLLIN as u32, u64: token };
     // SAFETY: valid epoll fd and event struct.
@@ -364,7 +378,10 @@ fn run(shared: &Shared, index: usize) -> io::Result<()> {
         let started = Instant::now();
         let mut handled = 0;
         for ev in events.iter().filter(|ev| ev.u64 != WAKER_TOKEN) {
-            if let Some((port, queue)) = reg.ports.get(&(ev.u64 as u32)) {
+            let id = ev.u64 as u32;
+            if ev.events & (libc::EPOLLERR | libc::EPOLLHUP) as u32 != 0 {
+                reg.drop_broken(id, index);
+            } else if let Some((port, queue)) = reg.ports.get(&id) {
                 handled += engine.poll_port(shared, &snap, port, *queue);
             }
         }
