@@ -36,25 +36,12 @@ const BLOCKED: Duration = Duration::from_millis(1500);
 const PING: Duration = Duration::from_secs(4);
 
 /// A daemon in its own host namespace with an uplink to an outside
-/// namespace. Field order is drop order: the daemon (and the container
-/// namespaces it registered) goes first, then the host and outside namespaces.
-struct Lab {
-    d: Daemon,
-    out: Outside,
-}
+/// namespace (see `common::UplinkLab`), at this file's addresses.
+type Lab = UplinkLab;
 
 impl Lab {
     fn start() -> Lab {
-        require_root();
-        assert!(vswitchd_has_uplink(), "this vswitchd has no --uplink flag (vswitchd --help)");
-        let out = Outside::create(OUTSIDE, 24);
-        let d = out.start_daemon(UPLINK, &[]);
-        Lab { d, out }
-    }
-
-    /// The outside namespace's name.
-    fn o(&self) -> &str {
-        &self.out.outside.0
+        UplinkLab::start_at(OUTSIDE, UPLINK)
     }
 }
 

@@ -1279,3 +1279,27 @@ pub fn tcp_echo_round(conn: &mut TcpStream, msg: &[u8]) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// A daemon in its own host namespace with an uplink to an outside
+/// namespace. Field order is drop order: the daemon (and the container
+/// namespaces it registered) goes first, then the host and outside namespaces.
+pub struct UplinkLab {
+    pub d: Daemon,
+    pub out: Outside,
+}
+
+impl UplinkLab {
+    /// The outside namespace at `outside`/24, the switch's uplink address at `uplink`.
+    pub fn start_at(outside: Ipv4Addr, uplink: Ipv4Addr) -> UplinkLab {
+        require_root();
+        assert!(vswitchd_has_uplink(), "this vswitchd has no --uplink flag (vswitchd --help)");
+        let out = Outside::create(outside, 24);
+        let d = out.start_daemon(uplink, &[]);
+        UplinkLab { d, out }
+    }
+
+    /// The outside namespace's name.
+    pub fn o(&self) -> &str {
+        &self.out.outside.0
+    }
+}
