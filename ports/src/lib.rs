@@ -8,6 +8,7 @@ pub mod netlink;
 pub mod netns;
 pub mod tap;
 pub mod uplink;
+mod vnet;
 
 pub use proto::offload::Offload;
 use std::io;

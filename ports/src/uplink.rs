@@ -160,24 +160,7 @@ impl FrameIo for Uplink {
     }
 
     fn send(&self, frame: &[u8], offload: &Offload) -> io::Result<()> {
-        let header = offload.to_virtio();
-        let iov = [
-            libc::iovec { iov_base: header.as_ptr() as *mut _, iov_len: header.len() },
-            libc::iovec { iov_base: frame.as_ptr() as *mut _, iov_len: frame.len() },
-        ];
-        loop {
-            // SAFETY: both iovecs point to readable buffers of their lengths;
-            // writev does not write through them.
-            let n = unsafe { libc::writev(self.fd.as_raw_fd(), iov.as_ptr(), 2) };
-            if n >= 0 {
-                // A packet socket takes a frame whole or not at all.
-                return Ok(());
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
+        crate::vnet::write_frame(self.fd.as_raw_fd(), frame, offload)
     }
 
     fn takes_offloads(&self) -> bool {
