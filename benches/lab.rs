@@ -22,9 +22,16 @@
 //! LAB_WORKERS (vswitchd workers, default: the number of cores),
 //! LAB_GEN_THREADS (64-byte generator threads, default 1), LAB_RTTS (measured
 //! round trips, default 20000).
+//!
+//! Scaling mode: `LAB_SCALING=1,2,4,8 sudo -E cargo bench --bench lab`
+//! prints, instead of the table above, the 64-byte forwarding rate through
+//! vswitchd for each worker count, with speed-up and efficiency; there
+//! LAB_GEN_THREADS defaults to the worker count (see lab/scaling.rs).
 
 #[path = "lab/report.rs"]
 mod report;
+#[path = "lab/scaling.rs"]
+mod scaling;
 #[path = "lab/topo.rs"]
 mod topo;
 #[path = "lab/traffic.rs"]
@@ -80,6 +87,11 @@ fn main() {
     require_root();
     let cfg = Config::from_env();
     topo::remove_stale();
+    if let Some(counts) = scaling::worker_counts() {
+        let gen_threads = std::env::var_os("LAB_GEN_THREADS").map(|_| cfg.gen_threads);
+        scaling::run(&counts, cfg.secs, gen_threads);
+        return;
+    }
 
     eprintln!("lab: topology K (Linux bridge in its own namespace)");
     let (mut bridge, bridge_mtu) = {

@@ -149,6 +149,24 @@ pub struct FrameRate {
 /// Generate 64-byte frames from A to the blackhole address (B's MAC) with
 /// `threads` sendmmsg loops and count what B's interface receives.
 pub fn frame_rate(pair: &Pair, threads: usize, secs: Duration) -> io::Result<FrameRate> {
+    frame_rate_with(pair, &Generators { threads, src_ports: Vec::new(), cpus: Vec::new() }, secs)
+}
+
+/// How the 64-byte generator runs.
+pub struct Generators {
+    /// Number of sendmmsg loops, one socket (so one flow) each.
+    pub threads: usize,
+    /// Thread i sends from UDP port `src_ports[i]` where given (distinct
+    /// flows, so that a multi-queue TAP spreads them by flow hash); from an
+    /// ephemeral port otherwise.
+    pub src_ports: Vec<u16>,
+    /// Thread i is pinned to CPU `cpus[i]` where given; unpinned otherwise.
+    pub cpus: Vec<usize>,
+}
+
+/// `frame_rate` with explicit source ports and CPU pinning of the generators.
+pub fn frame_rate_with(pair: &Pair, gen: &Generators, secs: Duration) -> io::Result<FrameRate> {
+    let threads = gen.threads;
     let b_index = in_ns(&pair.b_ns, {
         let ifname = pair.b_if.clone();
         move || netlink::link_index(&ifname)?.ok_or_else(|| io::Error::other(format!("no {ifname}")))
@@ -157,16 +175,15 @@ pub fn frame_rate(pair: &Pair, threads: usize, secs: Duration) -> io::Result<Fra
     let _stop_guard = StopOnDrop(stop.clone());
     let sent = Arc::new(AtomicU64::new(0));
     let mut generators = Vec::new();
-    for _ in 0..threads {
-        let (a_ip, dst) = (pair.a_ip, SocketAddr::from((pair.blackhole, DISCARD_PORT)));
-        let socket = in_ns(&pair.a_ns, move || {
-            let s = UdpSocket::bind((a_ip, 0))?;
-            s.connect(dst)?;
-            Ok(s)
-        })?;
-        socket.set_write_timeout(Some(IO_TIMEOUT))?;
-        let (stop, sent) = (stop.clone(), sent.clone());
-        generators.push(thread::spawn(move || generate(socket, stop, sent)));
+    for i in 0..threads {
+        let socket = generator_socket(pair, gen.src_ports.get(i).copied().unwrap_or(0))?;
+        let (stop, sent, cpu) = (stop.clone(), sent.clone(), gen.cpus.get(i).copied());
+        generators.push(thread::spawn(move || {
+            if let Some(cpu) = cpu {
+                pin_to_cpu(cpu);
+            }
+            generate(socket, stop, sent)
+        }));
     }
     let rx_packets = || in_ns(&pair.b_ns, move || kb::link_stats(b_index)).map(|s| s.rx_packets);
     thread::sleep(WARMUP);
@@ -178,6 +195,47 @@ pub fn frame_rate(pair: &Pair, threads: usize, secs: Duration) -> io::Result<Fra
     let elapsed = (t1 - t0).as_secs_f64();
     let received = r1? - r0?;
     Ok(FrameRate { sent_pps: (s1 - s0) as f64 / elapsed, received_pps: received as f64 / elapsed })
+}
+
+/// A's UDP socket from `src_port` (0: ephemeral) to the blackhole address.
+fn generator_socket(pair: &Pair, src_port: u16) -> io::Result<UdpSocket> {
+    let (a_ip, dst) = (pair.a_ip, SocketAddr::from((pair.blackhole, DISCARD_PORT)));
+    let socket = in_ns(&pair.a_ns, move || {
+        let s = UdpSocket::bind((a_ip, src_port))?;
+        s.connect(dst)?;
+        Ok(s)
+    })?;
+    socket.set_write_timeout(Some(IO_TIMEOUT))?;
+    Ok(socket)
+}
+
+/// 64-byte frames from A's UDP port `src_port` to the blackhole address for
+/// `dur` (one generator thread, unpinned); returns the frames sent.
+pub fn burst(pair: &Pair, src_port: u16, dur: Duration) -> io::Result<u64> {
+    let socket = generator_socket(pair, src_port)?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_guard = StopOnDrop(stop.clone());
+    let sent = Arc::new(AtomicU64::new(0));
+    let generator = {
+        let (stop, sent) = (stop.clone(), sent.clone());
+        thread::spawn(move || generate(socket, stop, sent))
+    };
+    thread::sleep(dur);
+    stop.store(true, Ordering::Relaxed);
+    join_all(vec![generator]);
+    Ok(sent.load(Ordering::Relaxed))
+}
+
+/// Pin the calling thread to `cpu`; a failure only costs the pinning.
+fn pin_to_cpu(cpu: usize) {
+    // SAFETY: cpu_set_t is plain data; sched_setaffinity(0) affects this thread.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, std::mem::size_of_val(&set), &set) != 0 {
+            eprintln!("lab: generator: could not pin to CPU {cpu}: {}", io::Error::last_os_error());
+        }
+    }
 }
 
 /// One generator thread: sendmmsg batches of BATCH datagrams until `stop`.
