@@ -16,9 +16,7 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpStream, UdpSocket};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -83,122 +81,13 @@ fn add_rule(d: &Daemon, args: &[&str]) -> u64 {
 // Servers on a chosen port (0: any) inside a namespace, bound to 0.0.0.0 so
 // they outlive a TAP device that goes away and comes back.
 
-/// A TCP server that records each peer's address and echoes what it reads.
-struct TcpSrv {
-    port: u16,
-    peers: Arc<Mutex<Vec<SocketAddrV4>>>,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
+/// Echo servers on every address of `ns` at `port` (0: any free port).
+fn tcp_srv(ns: &str, port: u16) -> TcpEcho {
+    TcpEcho::bind(ns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
 }
 
-impl TcpSrv {
-    fn start(ns: &str, port: u16) -> TcpSrv {
-        let listener = in_ns(ns, move || TcpListener::bind((Ipv4Addr::UNSPECIFIED, port)))
-            .unwrap_or_else(|e| panic!("listen on TCP port {port} in {ns}: {e}"));
-        let port = listener.local_addr().unwrap().port();
-        listener.set_nonblocking(true).unwrap();
-        let peers = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (peers2, stop2) = (peers.clone(), stop.clone());
-        let thread = thread::spawn(move || {
-            let mut conns = Vec::new();
-            while !stop2.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((mut conn, peer)) => {
-                        peers2.lock().unwrap().push(v4(peer));
-                        let stop3 = stop2.clone();
-                        conns.push(thread::spawn(move || {
-                            conn.set_nonblocking(false).ok();
-                            conn.set_read_timeout(Some(Duration::from_millis(100))).ok();
-                            let mut buf = [0u8; 4096];
-                            while !stop3.load(Ordering::Relaxed) {
-                                match conn.read(&mut buf) {
-                                    Ok(0) => return,
-                                    Ok(n) => {
-                                        if conn.write_all(&buf[..n]).is_err() {
-                                            return;
-                                        }
-                                    }
-                                    Err(e)
-                                        if e.kind() == io::ErrorKind::WouldBlock
-                                            || e.kind() == io::ErrorKind::TimedOut => {}
-                                    Err(_) => return,
-                                }
-                            }
-                        }));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(10)),
-                }
-            }
-            for c in conns {
-                let _ = c.join();
-            }
-        });
-        TcpSrv { port, peers, stop, thread: Some(thread) }
-    }
-
-    fn peers(&self) -> Vec<SocketAddrV4> {
-        self.peers.lock().unwrap().clone()
-    }
-}
-
-impl Drop for TcpSrv {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-/// Datagrams a `UdpSrv` received: (source, payload).
-type Seen = Arc<Mutex<Vec<(SocketAddrV4, Vec<u8>)>>>;
-
-/// A UDP server that records (source, payload) and echoes to the source.
-struct UdpSrv {
-    port: u16,
-    seen: Seen,
-    stop: Arc<AtomicBool>,
-    thread: Option<thread::JoinHandle<()>>,
-}
-
-impl UdpSrv {
-    fn start(ns: &str, port: u16) -> UdpSrv {
-        let sock = in_ns(ns, move || UdpSocket::bind((Ipv4Addr::UNSPECIFIED, port)))
-            .unwrap_or_else(|e| panic!("bind UDP port {port} in {ns}: {e}"));
-        let port = sock.local_addr().unwrap().port();
-        sock.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        let seen: Seen = Default::default();
-        let stop = Arc::new(AtomicBool::new(false));
-        let (seen2, stop2) = (seen.clone(), stop.clone());
-        let thread = thread::spawn(move || {
-            let mut buf = vec![0u8; 65536];
-            while !stop2.load(Ordering::Relaxed) {
-                let Ok((n, from)) = sock.recv_from(&mut buf) else { continue };
-                seen2.lock().unwrap().push((v4(from), buf[..n].to_vec()));
-                let _ = sock.send_to(&buf[..n], from);
-            }
-        });
-        UdpSrv { port, seen, stop, thread: Some(thread) }
-    }
-
-    /// The sources of the datagrams that carried `payload`.
-    fn sources_of(&self, payload: &[u8]) -> BTreeSet<SocketAddrV4> {
-        self.seen.lock().unwrap().iter().filter(|(_, p)| p == payload).map(|(s, _)| *s).collect()
-    }
-
-    fn count(&self) -> usize {
-        self.seen.lock().unwrap().len()
-    }
-}
-
-impl Drop for UdpSrv {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+fn udp_srv(ns: &str, port: u16) -> UdpEcho {
+    UdpEcho::bind(ns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
 }
 
 // ---------------------------------------------------------------------------
@@ -379,8 +268,8 @@ fn outside_client_reaches_a_published_tcp_port_with_its_real_address() {
     let d = &lab.d;
     d.add_net("pt", "10.253.3.0/24", &[]);
     let c = d.new_port("pt");
-    let srv = TcpSrv::start(&c.netns, 0);
-    let spec = format!("8080:{}", srv.port);
+    let srv = tcp_srv(&c.netns, 0);
+    let spec = format!("8080:{}", srv.port());
     d.vsctl_ok(&["publish", "pt", &c.netns, &spec]);
 
     for round in 0..3 {
@@ -402,10 +291,10 @@ fn outside_client_reaches_a_published_udp_port_with_its_real_address() {
     let d = &lab.d;
     d.add_net("pu", "10.253.4.0/24", &[]);
     let c = d.new_port("pu");
-    let srv = UdpSrv::start(&c.netns, 0);
-    d.vsctl_ok(&["publish", "pu", &c.netns, &format!("5300:{}/udp", srv.port)]);
+    let srv = udp_srv(&c.netns, 0);
+    d.vsctl_ok(&["publish", "pu", &c.netns, &format!("5300:{}/udp", srv.port())]);
     // The same number over TCP is not published.
-    let tcp = TcpSrv::start(&c.netns, srv.port);
+    let tcp = tcp_srv(&c.netns, srv.port());
 
     let sock = udp_client(lab.o());
     let me = v4(sock.local_addr().unwrap());
@@ -431,7 +320,7 @@ fn a_published_range_maps_port_by_port_and_ephemeral_ports_work() {
     d.add_net("pr", "10.253.5.0/24", &[]);
     let ns = d.ns_name();
     let c = d.add_port("pr", &ns, &["-p", "9100-9102:7100-7102", "-p", "7200"]);
-    let srvs: Vec<TcpSrv> = [7100, 7101, 7102, 7200].iter().map(|p| TcpSrv::start(&c.netns, *p)).collect();
+    let srvs: Vec<TcpEcho> = [7100, 7101, 7102, 7200].iter().map(|p| tcp_srv(&c.netns, *p)).collect();
     assert_eq!(
         port_lines(d, &ns),
         set(&["7100-7102/tcp -> 10.252.0.2:9100-9102", "7200/tcp -> 10.252.0.2:32768"]),
@@ -443,9 +332,9 @@ fn a_published_range_maps_port_by_port_and_ephemeral_ports_work() {
         assert_eq!(peer, up(host));
         for (j, s) in srvs.iter().enumerate() {
             let want = if i == j { vec![local] } else { vec![] };
-            assert_eq!(s.peers(), want, "after connecting to host port {host}: container port {}", s.port);
+            assert_eq!(s.peers(), want, "after connecting to host port {host}: container port {}", s.port());
         }
-        srvs[i].peers.lock().unwrap().clear();
+        srvs[i].clear_peers();
     }
 }
 
@@ -455,8 +344,8 @@ fn unpublish_stops_new_connections() {
     let d = &lab.d;
     d.add_net("pw", "10.253.6.0/24", &[]);
     let c = d.new_port("pw");
-    let tcp = TcpSrv::start(&c.netns, 80);
-    let udp = UdpSrv::start(&c.netns, 53);
+    let tcp = tcp_srv(&c.netns, 80);
+    let udp = udp_srv(&c.netns, 53);
     d.vsctl_ok(&["publish", "pw", &c.netns, "8080:80"]);
     d.vsctl_ok(&["publish", "pw", &c.netns, "5300:53/udp"]);
     tcp_reach(lab.o(), up(8080), b"before", REACH).unwrap_or_else(|e| panic!("before unpublish: {e}"));
@@ -486,8 +375,8 @@ fn hairpin_reaches_a_published_port_from_the_same_and_another_network() {
     d.add_net("hp1", "10.253.7.0/24", &[]);
     d.add_net("hp2", "10.253.8.0/24", &[]);
     let s = d.new_port("hp1");
-    let tcp = TcpSrv::start(&s.netns, 80);
-    let udp = UdpSrv::start(&s.netns, 53);
+    let tcp = tcp_srv(&s.netns, 80);
+    let udp = udp_srv(&s.netns, 53);
     d.vsctl_ok(&["publish", "hp1", &s.netns, "8080:80"]);
     d.vsctl_ok(&["publish", "hp1", &s.netns, "5300:53/udp"]);
     let same = d.new_port("hp1");
@@ -523,9 +412,9 @@ fn an_uplink_drop_rule_blocks_a_published_port_until_deleted() {
     d.add_net("rd", "10.253.9.0/24", &[]);
     let ns = d.ns_name();
     let c = d.add_port("rd", &ns, &["-p", "8080:80", "-p", "8081:81", "-p", "8080:53/udp"]);
-    let t80 = TcpSrv::start(&c.netns, 80);
-    let t81 = TcpSrv::start(&c.netns, 81);
-    let u53 = UdpSrv::start(&c.netns, 53);
+    let t80 = tcp_srv(&c.netns, 80);
+    let t81 = tcp_srv(&c.netns, 81);
+    let u53 = udp_srv(&c.netns, 53);
     tcp_reach(lab.o(), up(8080), b"before", REACH).unwrap_or_else(|e| panic!("before the rule: {e}"));
 
     let before = d.stats().drops("rule");
@@ -569,9 +458,9 @@ fn network_rules_drop_container_traffic_first_match_wins() {
     d.add_net("free", "10.253.11.0/24", &[]);
     let c = d.new_port("rn");
     let f = d.new_port("free");
-    let tcp = TcpSrv::start(lab.o(), 0);
-    let udp = UdpSrv::start(lab.o(), 0);
-    let (tdst, udst) = (SocketAddrV4::new(OUTSIDE, tcp.port), SocketAddrV4::new(OUTSIDE, udp.port));
+    let tcp = tcp_srv(lab.o(), 0);
+    let udp = udp_srv(lab.o(), 0);
+    let (tdst, udst) = (SocketAddrV4::new(OUTSIDE, tcp.port()), SocketAddrV4::new(OUTSIDE, udp.port()));
     let sock = udp_client(&c.netns);
     udp_reach(&sock, udst, b"before", REACH).unwrap_or_else(|e| panic!("before the rules: {e}"));
 
@@ -662,11 +551,11 @@ fn icc_off_isolates_containers_but_not_the_gateway_or_the_outside() {
     d.add_net("iso", "10.253.13.0/24", &["--icc=false"]);
     let a = d.new_port("iso");
     let b = d.new_port("iso");
-    let out_udp = UdpSrv::start(lab.o(), 0);
-    let udst = SocketAddrV4::new(OUTSIDE, out_udp.port);
-    let b_udp = UdpSrv::start(&b.netns, 0);
-    let a_udp = UdpSrv::start(&a.netns, 0);
-    let b_tcp = TcpSrv::start(&b.netns, 0);
+    let out_udp = udp_srv(lab.o(), 0);
+    let udst = SocketAddrV4::new(OUTSIDE, out_udp.port());
+    let b_udp = udp_srv(&b.netns, 0);
+    let a_udp = udp_srv(&a.netns, 0);
+    let b_tcp = tcp_srv(&b.netns, 0);
 
     for c in [&a, &b] {
         assert!(ping(&c.netns, c.gateway, PING), "{} cannot ping its gateway", c.ip);
@@ -675,12 +564,12 @@ fn icc_off_isolates_containers_but_not_the_gateway_or_the_outside() {
     assert!(!ping(&a.netns, b.ip, BLOCKED), "A pinged B with --icc=false");
     assert!(!ping(&b.netns, a.ip, BLOCKED), "B pinged A with --icc=false");
     let sa = udp_client(&a.netns);
-    let r = udp_reach(&sa, SocketAddrV4::new(b.ip, b_udp.port), b"a-to-b", BLOCKED);
+    let r = udp_reach(&sa, SocketAddrV4::new(b.ip, b_udp.port()), b"a-to-b", BLOCKED);
     assert!(r.is_err(), "A's UDP reached B and came back: {r:?}");
     let sb = udp_client(&b.netns);
-    let r = udp_reach(&sb, SocketAddrV4::new(a.ip, a_udp.port), b"b-to-a", BLOCKED);
+    let r = udp_reach(&sb, SocketAddrV4::new(a.ip, a_udp.port()), b"b-to-a", BLOCKED);
     assert!(r.is_err(), "B's UDP reached A and came back: {r:?}");
-    tcp_blocked(&a.netns, SocketAddrV4::new(b.ip, b_tcp.port), "A -> B TCP with --icc=false");
+    tcp_blocked(&a.netns, SocketAddrV4::new(b.ip, b_tcp.port()), "A -> B TCP with --icc=false");
     assert_eq!(b_udp.count() + a_udp.count(), 0, "a datagram crossed between containers");
     assert!(b_tcp.peers().is_empty(), "{:?}", b_tcp.peers());
     let after = d.stats().drops("icc");
@@ -705,9 +594,9 @@ fn published_ports_and_rules_survive_kill9_and_restart() {
     let c = lab.d.add_port("rs", &ns, &["-p", "8080:80", "-p", "8082:82", "-p", "5300:53/udp"]);
     let other = lab.d.ns_name();
     lab.d.add_port("rs", &other, &[]);
-    let t80 = TcpSrv::start(&c.netns, 80);
-    let t82 = TcpSrv::start(&c.netns, 82);
-    let u53 = UdpSrv::start(&c.netns, 53);
+    let t80 = tcp_srv(&c.netns, 80);
+    let t82 = tcp_srv(&c.netns, 82);
+    let u53 = udp_srv(&c.netns, 53);
     // A mapping that is withdrawn before the crash must not come back.
     lab.d.vsctl_ok(&["publish", "rs", &ns, "8090:80"]);
     lab.d.vsctl_ok(&["unpublish", "rs", &ns, "8090:80"]);

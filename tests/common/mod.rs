@@ -1124,7 +1124,13 @@ pub struct UdpEcho {
 
 impl UdpEcho {
     pub fn start(ns: &str, ip: Ipv4Addr) -> UdpEcho {
-        let sock = udp_socket(ns, ip);
+        Self::bind(ns, SocketAddrV4::new(ip, 0))
+    }
+
+    /// A server at `at` (port 0: any free port).
+    pub fn bind(ns: &str, at: SocketAddrV4) -> UdpEcho {
+        let sock =
+            in_ns(ns, move || std::net::UdpSocket::bind(at)).unwrap_or_else(|e| panic!("bind UDP {at} in {ns}: {e}"));
         let addr = match sock.local_addr().expect("UDP local address") {
             std::net::SocketAddr::V4(a) => a,
             other => panic!("UDP server bound to {other}"),
@@ -1149,6 +1155,20 @@ impl UdpEcho {
     /// Every datagram received so far: (source, payload).
     pub fn seen(&self) -> Vec<(SocketAddrV4, Vec<u8>)> {
         self.seen.lock().unwrap().clone()
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// The sources of the datagrams that carried `payload`.
+    pub fn sources_of(&self, payload: &[u8]) -> std::collections::BTreeSet<SocketAddrV4> {
+        self.seen.lock().unwrap().iter().filter(|(_, p)| p == payload).map(|(s, _)| *s).collect()
+    }
+
+    /// How many datagrams arrived.
+    pub fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
     }
 }
 
@@ -1201,8 +1221,13 @@ pub struct TcpEcho {
 
 impl TcpEcho {
     pub fn start(ns: &str, ip: Ipv4Addr) -> TcpEcho {
+        Self::bind(ns, SocketAddrV4::new(ip, 0))
+    }
+
+    /// A server at `at` (port 0: any free port).
+    pub fn bind(ns: &str, at: SocketAddrV4) -> TcpEcho {
         let listener =
-            in_ns(ns, move || TcpListener::bind((ip, 0))).unwrap_or_else(|e| panic!("listen on {ip} in {ns}: {e}"));
+            in_ns(ns, move || TcpListener::bind(at)).unwrap_or_else(|e| panic!("listen on {at} in {ns}: {e}"));
         let addr = match listener.local_addr().unwrap() {
             std::net::SocketAddr::V4(a) => a,
             other => panic!("TCP server bound to {other}"),
@@ -1249,9 +1274,18 @@ impl TcpEcho {
         TcpEcho { addr, peers, stop, thread: Some(thread) }
     }
 
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
     /// The peer address of every connection accepted so far.
     pub fn peers(&self) -> Vec<SocketAddrV4> {
         self.peers.lock().unwrap().clone()
+    }
+
+    /// Forget the peers seen so far.
+    pub fn clear_peers(&self) {
+        self.peers.lock().unwrap().clear();
     }
 }
 
