@@ -76,21 +76,26 @@ pub enum Request {
     Port {
         netns: String,
     },
-    AddRule {
-        network: Option<String>,
-        #[serde(default)]
-        uplink: bool,
-        src: Option<String>,
-        dst: Option<String>,
-        proto: Option<String>,
-        dport: Option<u16>,
-        action: String,
-    },
+    AddRule(RuleSpec),
     ListRules,
     DelRule {
         id: u32,
     },
     Stats,
+}
+
+/// A filter rule as `vsctl add-rule` asks for it, before the daemon checks it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSpec {
+    pub network: Option<String>,
+    #[serde(default)]
+    pub uplink: bool,
+    pub src: Option<String>,
+    pub dst: Option<String>,
+    pub proto: Option<String>,
+    pub dport: Option<u16>,
+    pub action: String,
 }
 
 fn enabled() -> bool {
@@ -160,5 +165,10 @@ mod tests {
         assert!(serde_json::from_str::<Request>(r#"{"command":"format-disk"}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"command":"del-net","name":"x","force":true}"#).is_err());
         assert!(serde_json::from_str::<Request>(r#"{"command":"stats"}"#).is_ok());
+        let rule =
+            r#"{"command":"add-rule","network":null,"src":null,"dst":null,"proto":"tcp","dport":80,"action":"drop"}"#;
+        assert!(matches!(serde_json::from_str::<Request>(rule), Ok(Request::AddRule(_))));
+        let sneaky = r#"{"command":"add-rule","action":"drop","priority":1}"#;
+        assert!(serde_json::from_str::<Request>(sneaky).is_err());
     }
 }

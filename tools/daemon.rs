@@ -4,7 +4,7 @@
 //! Every handler checks everything it can before it changes anything, so a
 //! refused request leaves state, data path and namespaces as they were.
 
-use crate::control::{Request, Response};
+use crate::control::{Request, Response, RuleSpec};
 use crate::state::{State, Store};
 use crate::{inspect, publish};
 use ipnet::Ipv4Net;
@@ -88,17 +88,6 @@ fn default_gateway_via(ifname: &str) -> Option<Ipv4Addr> {
         let gw = u32::from_str_radix(cols[2], 16).ok()?;
         Some(Ipv4Addr::from(gw.to_le_bytes()))
     })
-}
-
-/// What add-rule asks for.
-struct RuleRequest {
-    network: Option<String>,
-    uplink: bool,
-    src: Option<String>,
-    dst: Option<String>,
-    proto: Option<String>,
-    dport: Option<u16>,
-    action: String,
 }
 
 /// What add-port asks for beyond network and namespace.
@@ -240,9 +229,7 @@ impl Daemon {
             Request::Publish { network, netns, spec } => self.publish(&network, &netns, &spec),
             Request::Unpublish { network, netns, spec } => self.unpublish(&network, &netns, &spec),
             Request::Port { netns } => self.port(&netns),
-            Request::AddRule { network, uplink, src, dst, proto, dport, action } => {
-                self.add_rule(RuleRequest { network, uplink, src, dst, proto, dport, action })
-            }
+            Request::AddRule(spec) => self.add_rule(spec),
             Request::ListRules => serde_json::to_value(&self.state.rules).map_err(|e| e.to_string()),
             Request::DelRule { id } => self.del_rule(id),
             Request::DelPort { network, netns, if_exists } => self.del_port(&network, &netns, if_exists),
@@ -698,7 +685,7 @@ impl Daemon {
 
     // ----- user rules -----
 
-    fn add_rule(&mut self, req: RuleRequest) -> Outcome {
+    fn add_rule(&mut self, req: RuleSpec) -> Outcome {
         if req.network.is_some() && req.uplink {
             return Err("a rule is for --net NET or for --uplink, not both".into());
         }

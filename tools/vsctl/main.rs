@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vswitch::control::{self, Request};
+use vswitch::control::{self, Request, RuleSpec};
 use vswitch::DEFAULT_SOCKET;
 
 #[derive(Parser)]
@@ -179,7 +179,7 @@ fn run(args: Args) -> Result<(), String> {
             (Request::Conntrack { network: net }, if json { print_json } else { print_conntrack })
         }
         Command::AddRule { net, uplink, src, dst, proto, dport, action } => {
-            (Request::AddRule { network: net, uplink, src, dst, proto, dport, action }, print_plain)
+            (Request::AddRule(RuleSpec { network: net, uplink, src, dst, proto, dport, action }), print_plain)
         }
         Command::ListRules { json } => (Request::ListRules, if json { print_json } else { print_rules }),
         Command::DelRule { id } => (Request::DelRule { id }, print_plain),
