@@ -304,7 +304,7 @@ impl Switch {
             first_worker: self.least_loaded_worker(snap),
             workers: self.shared.workers.len(),
             spec,
-            counters: PortCounters::default(),
+            counters: PortCounters::new(self.shared.workers.len()),
         }))
     }
 

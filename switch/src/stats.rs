@@ -3,28 +3,73 @@
 use serde::Serialize;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// Per-port traffic counters; rx is written by the port's worker, tx by any.
-#[derive(Default)]
+/// Per-port traffic counters, one lane per worker.
+///
+/// Every worker receives from its own queue of a port and sends on its own
+/// queue, so with one shared set of counters all workers would write the same
+/// cache line for every frame. Each worker writes only its lane (on a cache
+/// line of its own); a report sums the lanes. On 16 cores with 8 workers this
+/// took the 64-byte rate from 3.94 to 4.35–4.93 Mpps (docs/decisions.md).
 pub struct PortCounters {
-    pub rx_packets: AtomicU64,
-    pub rx_bytes: AtomicU64,
-    pub rx_drops: AtomicU64,
-    pub tx_packets: AtomicU64,
-    pub tx_bytes: AtomicU64,
-    pub tx_drops: AtomicU64,
+    lanes: Box<[Lane]>,
+}
+
+/// One worker's counters of one port.
+#[derive(Default)]
+#[repr(align(128))] // a cache line (two, against the adjacent-line prefetcher) per lane
+struct Lane {
+    rx_packets: AtomicU64,
+    rx_bytes: AtomicU64,
+    rx_drops: AtomicU64,
+    tx_packets: AtomicU64,
+    tx_bytes: AtomicU64,
+    tx_drops: AtomicU64,
+}
+
+/// Only the lane's own worker writes it: a relaxed load and store, not a
+/// locked read-modify-write.
+#[inline]
+fn bump(counter: &AtomicU64, by: u64) {
+    counter.store(counter.load(Relaxed).wrapping_add(by), Relaxed);
 }
 
 impl PortCounters {
-    #[inline]
-    pub fn received(&self, bytes: usize) {
-        self.rx_packets.fetch_add(1, Relaxed);
-        self.rx_bytes.fetch_add(bytes as u64, Relaxed);
+    /// Counters for a switch of `workers` workers (0: the inline engine's one lane).
+    pub fn new(workers: usize) -> PortCounters {
+        PortCounters { lanes: (0..workers.max(1)).map(|_| Lane::default()).collect() }
     }
 
     #[inline]
-    pub fn sent(&self, bytes: usize) {
-        self.tx_packets.fetch_add(1, Relaxed);
-        self.tx_bytes.fetch_add(bytes as u64, Relaxed);
+    fn lane(&self, worker: usize) -> &Lane {
+        &self.lanes[worker % self.lanes.len()]
+    }
+
+    #[inline]
+    pub fn received(&self, worker: usize, bytes: usize) {
+        let lane = self.lane(worker);
+        bump(&lane.rx_packets, 1);
+        bump(&lane.rx_bytes, bytes as u64);
+    }
+
+    #[inline]
+    pub fn sent(&self, worker: usize, bytes: usize) {
+        let lane = self.lane(worker);
+        bump(&lane.tx_packets, 1);
+        bump(&lane.tx_bytes, bytes as u64);
+    }
+
+    #[inline]
+    pub fn rx_dropped(&self, worker: usize) {
+        bump(&self.lane(worker).rx_drops, 1);
+    }
+
+    #[inline]
+    pub fn tx_dropped(&self, worker: usize) {
+        bump(&self.lane(worker).tx_drops, 1);
+    }
+
+    fn sum(&self, field: impl Fn(&Lane) -> &AtomicU64) -> u64 {
+        self.lanes.iter().map(|lane| field(lane).load(Relaxed)).sum()
     }
 }
 
@@ -135,12 +180,12 @@ impl PortReport {
             id,
             name,
             network,
-            rx_packets: c.rx_packets.load(Relaxed),
-            rx_bytes: c.rx_bytes.load(Relaxed),
-            rx_drops: c.rx_drops.load(Relaxed),
-            tx_packets: c.tx_packets.load(Relaxed),
-            tx_bytes: c.tx_bytes.load(Relaxed),
-            tx_drops: c.tx_drops.load(Relaxed),
+            rx_packets: c.sum(|l| &l.rx_packets),
+            rx_bytes: c.sum(|l| &l.rx_bytes),
+            rx_drops: c.sum(|l| &l.rx_drops),
+            tx_packets: c.sum(|l| &l.tx_packets),
+            tx_bytes: c.sum(|l| &l.tx_bytes),
+            tx_drops: c.sum(|l| &l.tx_drops),
         }
     }
 }
@@ -169,4 +214,30 @@ pub struct ConntrackReport {
     pub entries: usize,
     /// Entries evicted to make room (the table was full).
     pub evictions: u64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_report_sums_every_workers_lane() {
+        let counters = PortCounters::new(3);
+        counters.received(0, 100);
+        counters.received(2, 50);
+        counters.sent(1, 60);
+        counters.rx_dropped(2);
+        counters.tx_dropped(0);
+        let report = PortReport::new(7, "p".into(), "n".into(), &counters);
+        assert_eq!((report.rx_packets, report.rx_bytes, report.rx_drops), (2, 150, 1));
+        assert_eq!((report.tx_packets, report.tx_bytes, report.tx_drops), (1, 60, 1));
+    }
+
+    #[test]
+    fn a_switch_without_workers_counts_in_one_lane() {
+        let counters = PortCounters::new(0);
+        counters.received(0, 10);
+        counters.received(5, 10); // any index maps onto a lane
+        assert_eq!(PortReport::new(1, "p".into(), "n".into(), &counters).rx_packets, 2);
+    }
 }

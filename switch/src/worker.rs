@@ -128,7 +128,7 @@ impl Engine {
         while n < BATCH {
             match io.recv(&mut self.frames[n]) {
                 Ok((len, offload)) => {
-                    port.counters.received(len);
+                    port.counters.received(self.worker, len);
                     self.lens[n] = len;
                     self.offloads[n] = offload;
                     n += 1;
@@ -171,7 +171,7 @@ impl Output<'_> {
         match verdict {
             Verdict::Forward(id) => match snap.ports.get(&id) {
                 Some(to) => self.send(to, frame, offload),
-                None => drop_frame(self.shared, from, DropReason::NoRoute),
+                None => drop_frame(self.shared, self.worker, from, DropReason::NoRoute),
             },
             Verdict::Flood => {
                 for to in net.iter().flat_map(|n| n.ports.iter()).filter(|p| p.id != from.id) {
@@ -181,9 +181,9 @@ impl Output<'_> {
             Verdict::Reply(len) => transmit(self.shared, self.worker, from, &scratch[..len], &Offload::NONE),
             Verdict::Send(id, len) => match snap.ports.get(&id) {
                 Some(to) => transmit(self.shared, self.worker, to, &scratch[..len], &Offload::NONE),
-                None => drop_frame(self.shared, from, DropReason::NoRoute),
+                None => drop_frame(self.shared, self.worker, from, DropReason::NoRoute),
             },
-            Verdict::Drop(reason) => drop_frame(self.shared, from, reason),
+            Verdict::Drop(reason) => drop_frame(self.shared, self.worker, from, reason),
             Verdict::Consumed => {}
         }
     }
@@ -197,13 +197,13 @@ impl Output<'_> {
         if offload.is_gso() {
             let each = |seg: &[u8]| transmit(shared, worker, to, seg, &Offload::NONE);
             if gso::segment_tcp(frame, offload, self.segment, each).is_err() {
-                drop_frame(shared, self.from, DropReason::Malformed);
+                drop_frame(shared, worker, self.from, DropReason::Malformed);
             }
             return;
         }
         // Finished once, in place: every later output gets it as it is.
         if gso::finish_checksum(frame, offload).is_err() {
-            return drop_frame(shared, self.from, DropReason::Malformed);
+            return drop_frame(shared, worker, self.from, DropReason::Malformed);
         }
         *offload = Offload::NONE;
         transmit(shared, worker, to, frame, offload);
@@ -213,16 +213,16 @@ impl Output<'_> {
 #[inline]
 fn transmit(shared: &Shared, worker: usize, out: &Port, frame: &[u8], offload: &Offload) {
     match out.tx_queue(worker).send(frame, offload) {
-        Ok(()) => out.counters.sent(frame.len()),
+        Ok(()) => out.counters.sent(worker, frame.len()),
         Err(_) => {
-            out.counters.tx_drops.fetch_add(1, Relaxed);
+            out.counters.tx_dropped(worker);
             shared.drops.count(DropReason::TxError);
         }
     }
 }
 
-fn drop_frame(shared: &Shared, port: &Port, reason: DropReason) {
-    port.counters.rx_drops.fetch_add(1, Relaxed);
+fn drop_frame(shared: &Shared, worker: usize, port: &Port, reason: DropReason) {
+    port.counters.rx_dropped(worker);
     shared.drops.count(reason);
 }
 
