@@ -20,15 +20,15 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use ports::mem::MemPort;
 use ports::{FrameIo, Offload};
 use proto::ethernet::{self, ETHERTYPE_IPV4};
-use proto::{arp, icmp, ipv4, MacAddr};
+use proto::{arp, icmp, icmpv6, ipv4, ipv6, ndp, MacAddr};
 use std::cell::RefCell;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::RawFd;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use switch::{NetworkSpec, PortSpec, Switch, UplinkSpec};
+use switch::{Ipv6Spec, NetworkSpec, PortSpec, Switch, UplinkSpec};
 
 /// Frames per iteration: one receive batch of the engine.
 const BATCH: usize = 32;
@@ -41,6 +41,10 @@ const STRANGER: MacAddr = MacAddr([2, 9, 9, 9, 9, 9]);
 
 fn ip(last: u8) -> Ipv4Addr {
     Ipv4Addr::new(10, 1, 0, last)
+}
+
+fn ip6(last: u16) -> Ipv6Addr {
+    Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, last)
 }
 
 struct Host {
@@ -62,6 +66,8 @@ fn topology(hosts: usize) -> (Switch, Vec<Host>) {
         internal: false,
         icc: true,
         masquerade: true,
+        // Dual stack, for the NDP proxy bench; IPv4 frames never look at it.
+        ipv6: Some(Ipv6Spec { subnet: "2001:db8:1::/64".parse().unwrap(), gateway: "2001:db8:1::1".parse().unwrap() }),
     })
     .expect("network added");
     let hosts = (0..hosts)
@@ -69,7 +75,8 @@ fn topology(hosts: usize) -> (Switch, Vec<Host>) {
             let ip = ip(2 + i as u8);
             let mac = MacAddr::from_ipv4(ip);
             let port = Arc::new(MemPort::new(QUEUE));
-            let spec = PortSpec { network: 1, name: format!("h{i}"), mac, ipv4: ip, queues: vec![port.clone()] };
+            let ipv6 = Some(ip6(2 + i as u16));
+            let spec = PortSpec { network: 1, name: format!("h{i}"), mac, ipv4: ip, ipv6, queues: vec![port.clone()] };
             sw.add_port(spec).expect("port added");
             Host { port, mac, ip }
         })
@@ -92,6 +99,14 @@ fn arp_request(from: &Host, target: Ipv4Addr) -> Vec<u8> {
     let me = arp::Host { mac: from.mac, ip: from.ip };
     let them = arp::Host { mac: MacAddr::ZERO, ip: target };
     arp::write_frame(&mut f, arp::OP_REQUEST, me, them, MacAddr::BROADCAST);
+    f
+}
+
+/// A neighbour solicitation from `from` for `target`.
+fn neighbour_solicit(from: &Host, from_ip: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let mut f = vec![0u8; 128];
+    let len = ndp::write_solicit(&mut f, ndp::Host { mac: from.mac, ip: from_ip }, target);
+    f.truncate(len);
     f
 }
 
@@ -193,6 +208,7 @@ fn null_topology(hosts: &[Host], frames: impl Fn(usize) -> Vec<Vec<u8>>) -> (Swi
                 name: format!("null{i}"),
                 mac: host.mac,
                 ipv4: host.ip,
+                ipv6: None,
                 queues: vec![port.clone()],
             };
             sw.add_port(spec).expect("port added");
@@ -460,6 +476,38 @@ fn arp_proxy(c: &mut Criterion) {
     summarise();
 }
 
+/// Neighbour solicitations for a known endpoint's IPv6 address, answered by
+/// the switch on the asking port (the checksum of each is verified).
+fn ndp_proxy(c: &mut Criterion) {
+    let mut group = c.benchmark_group("ndp_proxy");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let (sw, h) = topology(3);
+    let (a, b, others) = (&h[0], &h[1], &h[2]);
+    let request = neighbour_solicit(a, ip6(2), ip6(3));
+    for _ in 0..BATCH {
+        inject(a, request.clone());
+    }
+    let step = || {
+        sw.poll_all();
+        assert!(b.port.take().is_none() && others.port.take().is_none(), "answered, not flooded");
+        drain(a, |f| refill(a, f, &request))
+    };
+    sw.poll_all();
+    let replies = drain(a, |f| {
+        let eth = ethernet::Frame::parse(&f).unwrap();
+        let ip = ipv6::Packet::parse(eth.payload()).unwrap();
+        let msg = icmpv6::message(&ip).unwrap();
+        assert_eq!((msg[0], &msg[26..32]), (icmpv6::TYPE_NEIGHBOR_ADVERT, &b.mac.0[..]));
+        refill(a, f, &request)
+    });
+    assert_eq!(replies, BATCH);
+    group.bench_function(BenchmarkId::new("solicit_for_endpoint", "32"), |bench| {
+        bench.iter_custom(|iters| timed("ndp_proxy/solicit_for_endpoint", BATCH as u64, BATCH as u64, iters, step))
+    });
+    group.finish();
+    summarise();
+}
+
 // ---- (4) gateway ICMP echo --------------------------------------------------
 
 /// 64-byte echo requests to the gateway address, answered by the switch.
@@ -570,6 +618,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = l2_forward, flood, arp_proxy, gateway_icmp, nat
+    targets = l2_forward, flood, arp_proxy, ndp_proxy, gateway_icmp, nat
 }
 criterion_main!(benches);

@@ -26,6 +26,10 @@ pub enum Request {
         #[serde(default)]
         no_masquerade: bool,
         #[serde(default)]
+        ipv6: bool,
+        subnet6: Option<String>,
+        gateway6: Option<String>,
+        #[serde(default)]
         may_exist: bool,
     },
     DelNet {
@@ -41,6 +45,7 @@ pub enum Request {
         network: String,
         netns: String,
         ip: Option<String>,
+        ip6: Option<String>,
         mac: Option<String>,
         name: Option<String>,
         #[serde(default)]
@@ -150,6 +155,7 @@ mod tests {
             network: "n".into(),
             netns: "ns".into(),
             ip: Some("10.0.0.5".into()),
+            ip6: Some("2001:db8::5".into()),
             mac: None,
             name: None,
             publish: vec!["8080:80".into()],

@@ -8,7 +8,7 @@ use crate::control::{Request, Response, RuleSpec};
 use crate::state::{State, Store};
 use crate::{inspect, publish};
 use ipnet::Ipv4Net;
-use ports::endpoint::{self, EndpointSpec};
+use ports::endpoint::{self, EndpointSpec, Ipv6Plumbing};
 use ports::tap::Tap;
 use ports::uplink::Uplink;
 use ports::{netlink, netns};
@@ -16,14 +16,14 @@ use proto::MacAddr;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use switch::conntrack::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use switch::fdb::PortId;
 use switch::filter;
-use switch::model::{self, Endpoint, Mapping, Network, UserRule, DEFAULT_MTU, DEFAULT_NETWORK};
+use switch::model::{self, Endpoint, Ipv6Config, Mapping, Network, UserRule, DEFAULT_MTU, DEFAULT_NETWORK};
 use switch::nat::{Published, PublishedPorts};
-use switch::{ipam, NetworkSpec, PortSpec, Switch, UplinkSpec};
+use switch::{ipam, ipam6, Ipv6Spec, NetworkSpec, PortSpec, Switch, UplinkSpec};
 
 type Outcome = Result<Value, String>;
 
@@ -93,6 +93,7 @@ fn default_gateway_via(ifname: &str) -> Option<Ipv4Addr> {
 /// What add-port asks for beyond network and namespace.
 struct PortRequest {
     ip: Option<String>,
+    ip6: Option<String>,
     mac: Option<String>,
     name: Option<String>,
     publish: Vec<String>,
@@ -107,6 +108,9 @@ struct NetRequest {
     internal: bool,
     icc: bool,
     no_masquerade: bool,
+    ipv6: bool,
+    subnet6: Option<String>,
+    gateway6: Option<String>,
 }
 
 /// A port that is live in the data path.
@@ -215,15 +219,39 @@ impl Daemon {
 
     pub fn handle(&mut self, request: Request) -> Response {
         let outcome = match request {
-            Request::AddNet { name, subnet, gateway, ip_range, mtu, internal, icc, no_masquerade, may_exist } => {
-                let spec = NetRequest { subnet, gateway, ip_range, mtu, internal, icc, no_masquerade };
+            Request::AddNet {
+                name,
+                subnet,
+                gateway,
+                ip_range,
+                mtu,
+                internal,
+                icc,
+                no_masquerade,
+                ipv6,
+                subnet6,
+                gateway6,
+                may_exist,
+            } => {
+                let spec = NetRequest {
+                    subnet,
+                    gateway,
+                    ip_range,
+                    mtu,
+                    internal,
+                    icc,
+                    no_masquerade,
+                    ipv6,
+                    subnet6,
+                    gateway6,
+                };
                 self.add_net(&name, spec, may_exist)
             }
             Request::DelNet { name, if_exists } => self.del_net(&name, if_exists),
             Request::ListNets => Ok(self.state.networks.iter().map(inspect::network_summary).collect()),
             Request::ShowNet { name } => self.show_net(&name),
-            Request::AddPort { network, netns, ip, mac, name, publish, may_exist } => {
-                let req = PortRequest { ip, mac, name, publish };
+            Request::AddPort { network, netns, ip, ip6, mac, name, publish, may_exist } => {
+                let req = PortRequest { ip, ip6, mac, name, publish };
                 self.add_port(&network, &netns, req, may_exist)
             }
             Request::Publish { network, netns, spec } => self.publish(&network, &netns, &spec),
@@ -279,11 +307,39 @@ impl Daemon {
         net.internal = req.internal;
         net.icc = req.icc;
         net.masquerade = !req.no_masquerade;
+        net.ipv6 = self.plan_ipv6(&req)?;
         let id = net.id.clone();
         self.install_network(net)?;
         self.save()?;
         log::info!("added network {name} ({subnet})");
         Ok(json!(id))
+    }
+
+    /// The IPv6 side add-net asks for: --subnet6 (or a random unique local
+    /// /64) and --gateway6 (or the subnet's ::1), checked against the other
+    /// networks' IPv6 subnets.
+    fn plan_ipv6(&self, req: &NetRequest) -> Result<Option<Ipv6Config>, String> {
+        if !req.ipv6 {
+            if req.subnet6.is_some() || req.gateway6.is_some() {
+                return Err("--subnet6 and --gateway6 need --ipv6".into());
+            }
+            return Ok(None);
+        }
+        let subnet = match req.subnet6.as_deref() {
+            Some(text) => ipam6::parse_subnet(text)?,
+            None => ipam6::random_ula_subnet(random_bytes()),
+        };
+        let taken = self.state.networks.iter().filter_map(|n| n.ipv6.map(|v6| (n, v6.subnet)));
+        if let Some((other, theirs)) = taken.into_iter().find(|(_, theirs)| ipam6::overlaps(*theirs, subnet)) {
+            return Err(format!("IPv6 subnet {subnet} overlaps network {} ({theirs})", other.name));
+        }
+        let gateway = match req.gateway6.as_deref() {
+            Some(text) => ipam6::parse_addr("gateway6", text)?,
+            None => ipam6::first_host(subnet),
+        };
+        let config = Ipv6Config { subnet, gateway };
+        ipam6::validate(&config)?;
+        Ok(Some(config))
     }
 
     /// Docker's choice without --subnet: the first free /16 from 172.18.0.0.
@@ -314,6 +370,7 @@ impl Daemon {
             internal: false,
             icc: true,
             masquerade: true,
+            ipv6: None,
         }
     }
 
@@ -364,7 +421,7 @@ impl Daemon {
                 Err(format!("namespace {netns_name} already has a port on network {network} ({})", existing.ifname))
             };
         }
-        let mut ep = self.plan_endpoint(&net, netns_name, req.ip.as_deref(), req.mac.as_deref(), req.name)?;
+        let mut ep = self.plan_endpoint(&net, netns_name, &req)?;
         ep.published = self.plan_mappings(&req.publish, &mut self.taken_host_ports())?;
         let first_in_netns = self.state.endpoints_in_netns(netns_name).next().is_none();
         self.attach(&ep, first_in_netns).map_err(|e| format!("plumbing {netns_name}/{}: {e}", ep.ifname))?;
@@ -379,16 +436,9 @@ impl Daemon {
 
     /// Choose the endpoint's address, MAC, name and interface, refusing
     /// anything taken or out of place. Changes nothing.
-    fn plan_endpoint(
-        &self,
-        net: &Network,
-        netns_name: &str,
-        ip: Option<&str>,
-        mac: Option<&str>,
-        name: Option<String>,
-    ) -> Result<Endpoint, String> {
+    fn plan_endpoint(&self, net: &Network, netns_name: &str, req: &PortRequest) -> Result<Endpoint, String> {
         let taken = ipam::in_use(net, self.state.endpoints_of(&net.name).map(|e| e.ipv4));
-        let ipv4 = match ip {
+        let ipv4 = match req.ip.as_deref() {
             Some(text) => {
                 let ip = ipam::parse_ipv4("--ip", text)?;
                 ipam::check_requested(net, ip, &taken)?;
@@ -396,14 +446,15 @@ impl Daemon {
             }
             None => ipam::allocate(net, &taken)?,
         };
-        let mac = match mac {
+        let mac = match req.mac.as_deref() {
             Some(text) => parse_unicast_mac(text)?,
             None => MacAddr::from_ipv4(ipv4),
         };
         if mac == net.gateway_mac() || self.state.endpoints_of(&net.name).any(|e| e.mac == mac) {
             return Err(format!("MAC address {mac} is already in use on network {}", net.name));
         }
-        let name = name.unwrap_or_else(|| netns_name.to_string());
+        let ipv6 = self.plan_ipv6_address(net, mac, req.ip6.as_deref())?;
+        let name = req.name.clone().unwrap_or_else(|| netns_name.to_string());
         if self.state.endpoints_of(&net.name).any(|e| e.name == name) {
             return Err(format!("name {name:?} is already in use on network {}", net.name));
         }
@@ -420,9 +471,31 @@ impl Daemon {
             ifname: self.free_ifname(netns_name, netns_exists)?,
             mac,
             ipv4,
+            ipv6,
             owns_netns,
             published: Vec::new(),
         })
+    }
+
+    /// The endpoint's IPv6 address on a dual-stack network: --ip6, or one
+    /// from its MAC (or the lowest free one). --ip6 elsewhere is an error.
+    fn plan_ipv6_address(&self, net: &Network, mac: MacAddr, ip6: Option<&str>) -> Result<Option<Ipv6Addr>, String> {
+        let Some(config) = net.ipv6 else {
+            return match ip6 {
+                Some(_) => Err(format!("--ip6 given, but network {} has no IPv6 (add-net --ipv6)", net.name)),
+                None => Ok(None),
+            };
+        };
+        let taken = ipam6::in_use(&config, self.state.endpoints_of(&net.name).filter_map(|e| e.ipv6));
+        let ip = match ip6 {
+            Some(text) => {
+                let ip = ipam6::parse_addr("--ip6", text)?;
+                ipam6::check_requested(&config, ip, &taken).map_err(|e| format!("{e} on network {}", net.name))?;
+                ip
+            }
+            None => ipam6::allocate(&config, mac, &taken)?,
+        };
+        Ok(Some(ip))
     }
 
     /// The first ethN neither our other ports nor the namespace itself use.
@@ -454,7 +527,7 @@ impl Daemon {
             ipv4: ep.ipv4,
             prefix_len: net.subnet.prefix_len(),
             default_gw: first_in_netns.then_some(net.gateway),
-            ipv6: false,
+            ipv6: self.ipv6_plumbing(ep, &net),
             queues: self.workers,
         };
         let queues: Vec<Arc<Tap>> = match endpoint::attach(&spec) {
@@ -471,6 +544,7 @@ impl Daemon {
             name: format!("{}/{}", ep.netns, ep.ifname),
             mac: ep.mac,
             ipv4: ep.ipv4,
+            ipv6: ep.ipv6,
             queues: queues.iter().map(|q| q.clone() as Arc<dyn ports::FrameIo>).collect(),
         };
         let port = match self.switch.add_port(port_spec) {
@@ -486,6 +560,15 @@ impl Daemon {
         };
         self.attached.insert(ep.id.clone(), Attached { port, queues });
         Ok(())
+    }
+
+    /// The endpoint's IPv6 address and, for the namespace's first dual-stack
+    /// port, a default route via the switch's fe80::1.
+    fn ipv6_plumbing(&self, ep: &Endpoint, net: &Network) -> Option<Ipv6Plumbing> {
+        let (addr, config) = (ep.ipv6?, net.ipv6?);
+        let first_v6 = self.state.endpoints_in_netns(&ep.netns).find(|e| e.ipv6.is_some());
+        let default_gw = first_v6.is_none_or(|first| first.id == ep.id).then_some(proto::ipv6::LINK_LOCAL_GATEWAY);
+        Some(Ipv6Plumbing { addr, prefix_len: config.subnet.prefix_len(), default_gw })
     }
 
     fn del_port(&mut self, network: &str, netns_name: &str, if_exists: bool) -> Outcome {
@@ -799,7 +882,18 @@ fn network_spec(net: &Network) -> NetworkSpec {
         internal: net.internal,
         icc: net.icc,
         masquerade: net.masquerade,
+        ipv6: net.ipv6.map(|v6| Ipv6Spec { subnet: v6.subnet, gateway: v6.gateway }),
     }
+}
+
+/// Five random bytes: the global ID of a unique local IPv6 prefix.
+fn random_bytes() -> [u8; 5] {
+    let id = model::new_id(); // 64 random hex digits
+    let mut out = [0u8; 5];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&id[2 * i..2 * i + 2], 16).unwrap_or(0);
+    }
+    out
 }
 
 /// The host's IPv4 routes, but the default route, which overlaps everything.

@@ -10,6 +10,10 @@ pub fn network(net: &Network, endpoints: &[&Endpoint]) -> Value {
     if let Some(range) = net.ip_range {
         config["IPRange"] = json!(range.to_string());
     }
+    let mut configs = vec![config];
+    if let Some(v6) = net.ipv6 {
+        configs.push(json!({ "Subnet": v6.subnet.to_string(), "Gateway": v6.gateway.to_string() }));
+    }
     let containers: Map<String, Value> = endpoints
         .iter()
         .map(|e| {
@@ -18,7 +22,7 @@ pub fn network(net: &Network, endpoints: &[&Endpoint]) -> Value {
                 "EndpointID": e.id,
                 "MacAddress": e.mac.to_string(),
                 "IPv4Address": format!("{}/{}", e.ipv4, net.subnet.prefix_len()),
-                "IPv6Address": "",
+                "IPv6Address": ipv6_address(e, net),
             });
             (e.id.clone(), entry)
         })
@@ -29,8 +33,8 @@ pub fn network(net: &Network, endpoints: &[&Endpoint]) -> Value {
         "Created": net.created,
         "Scope": "local",
         "Driver": "bridge",
-        "EnableIPv6": false,
-        "IPAM": { "Driver": "default", "Options": {}, "Config": [config] },
+        "EnableIPv6": net.ipv6.is_some(),
+        "IPAM": { "Driver": "default", "Options": {}, "Config": configs },
         "Internal": net.internal,
         "Attachable": false,
         "Containers": containers,
@@ -41,6 +45,14 @@ pub fn network(net: &Network, endpoints: &[&Endpoint]) -> Value {
         },
         "Labels": {},
     }])
+}
+
+/// "ADDR/PREFIX" as Docker prints it, or "" without IPv6.
+fn ipv6_address(e: &Endpoint, net: &Network) -> String {
+    match (e.ipv6, net.ipv6) {
+        (Some(ip), Some(v6)) => format!("{ip}/{}", v6.subnet.prefix_len()),
+        _ => String::new(),
+    }
 }
 
 /// One row of `list-nets --json`.
@@ -66,6 +78,8 @@ pub fn endpoint(e: &Endpoint, net: &Network) -> Value {
         "MacAddress": e.mac.to_string(),
         "IPv4Address": format!("{}/{}", e.ipv4, net.subnet.prefix_len()),
         "Gateway": net.gateway.to_string(),
+        "IPv6Address": ipv6_address(e, net),
+        "IPv6Gateway": net.ipv6.map(|v6| v6.gateway.to_string()).unwrap_or_default(),
         "Ports": e.published,
     })
 }
@@ -88,6 +102,7 @@ mod tests {
             internal: false,
             icc: true,
             masquerade: true,
+            ipv6: None,
         };
         let ep = Endpoint {
             id: "e".repeat(64),
@@ -97,6 +112,7 @@ mod tests {
             ifname: "eth0".into(),
             mac: "02:42:0a:09:01:00".parse().unwrap(),
             ipv4: "10.9.1.0".parse().unwrap(),
+            ipv6: None,
             owns_netns: true,
             published: vec![],
         };
@@ -110,5 +126,46 @@ mod tests {
         assert_eq!(c["IPv4Address"], "10.9.1.0/16");
         assert_eq!(c["MacAddress"], "02:42:0a:09:01:00");
         assert_eq!(n["EnableIPv6"], false);
+        assert_eq!(c["IPv6Address"], "");
+    }
+
+    #[test]
+    fn dual_stack_fills_the_ipv6_fields() {
+        let net = Network {
+            id: "f".repeat(64),
+            name: "v6".into(),
+            created: String::new(),
+            subnet: "10.9.0.0/16".parse().unwrap(),
+            gateway: "10.9.0.1".parse().unwrap(),
+            ip_range: None,
+            mtu: 1500,
+            index: 4,
+            internal: false,
+            icc: true,
+            masquerade: true,
+            ipv6: Some(switch::model::Ipv6Config {
+                subnet: "2001:db8:1::/64".parse().unwrap(),
+                gateway: "2001:db8:1::1".parse().unwrap(),
+            }),
+        };
+        let ep = Endpoint {
+            id: "e".repeat(64),
+            network: "v6".into(),
+            netns: "ns1".into(),
+            name: "web".into(),
+            ifname: "eth0".into(),
+            mac: "02:42:0a:09:00:02".parse().unwrap(),
+            ipv4: "10.9.0.2".parse().unwrap(),
+            ipv6: Some("2001:db8:1::242:a09:2".parse().unwrap()),
+            owns_netns: true,
+            published: vec![],
+        };
+        let v = network(&net, &[&ep]);
+        let n = &v[0];
+        assert_eq!(n["EnableIPv6"], true);
+        assert_eq!(n["IPAM"]["Config"][1]["Subnet"], "2001:db8:1::/64");
+        assert_eq!(n["IPAM"]["Config"][1]["Gateway"], "2001:db8:1::1");
+        assert_eq!(n["Containers"][&ep.id]["IPv6Address"], "2001:db8:1::242:a09:2/64");
+        assert_eq!(endpoint(&ep, &net)["IPv6Gateway"], "2001:db8:1::1");
     }
 }

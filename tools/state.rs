@@ -89,6 +89,10 @@ mod tests {
             internal: false,
             icc: true,
             masquerade: true,
+            ipv6: Some(switch::model::Ipv6Config {
+                subnet: "2001:db8::/64".parse().unwrap(),
+                gateway: "2001:db8::1".parse().unwrap(),
+            }),
         };
         let state = State { networks: vec![net], endpoints: vec![], rules: vec![] };
         store.save(&state).unwrap();

@@ -5,7 +5,7 @@
 //! re-attached and (re)configured to the same state.
 
 use std::io;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use crate::netlink::{self, context, os_error};
 use crate::netns;
@@ -25,13 +25,23 @@ pub struct EndpointSpec {
     pub prefix_len: u8,
     /// Add a default route via this gateway if set.
     pub default_gw: Option<Ipv4Addr>,
-    /// Leave IPv6 on. Off, as Docker does for networks without IPv6: the
-    /// namespace then sends no router solicitations, MLD or DAD multicasts
-    /// for the switch to flood to every port.
-    pub ipv6: bool,
+    /// The IPv6 side on a dual-stack network. None: IPv6 is turned off on
+    /// the interface, as Docker does for networks without IPv6, so the
+    /// namespace sends no router solicitations, MLD or DAD multicasts for
+    /// the switch to flood to every port.
+    pub ipv6: Option<Ipv6Plumbing>,
     /// Queues to open: one per worker, so that each worker receives the
     /// flows the kernel hashes to its queue.
     pub queues: usize,
+}
+
+/// An endpoint's IPv6 configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6Plumbing {
+    pub addr: Ipv6Addr,
+    pub prefix_len: u8,
+    /// Add a default route via this (link-local) router address if set.
+    pub default_gw: Option<Ipv6Addr>,
 }
 
 /// Make sure the namespace and its TAP exist and are configured as `spec`
@@ -109,8 +119,9 @@ fn configure_link(spec: &EndpointSpec) -> io::Result<()> {
     netlink::set_link_mac(index, spec.mac).map_err(step)?;
     netlink::set_link_mtu(index, spec.mtu).map_err(step)?;
     netlink::add_ipv4_addr(index, spec.ipv4, spec.prefix_len).map_err(step)?;
-    if !spec.ipv6 {
-        disable_ipv6(ifname)?;
+    match spec.ipv6 {
+        Some(_) => enable_ipv6(ifname)?,
+        None => ipv6_sysctl(ifname, "disable_ipv6", "1")?,
     }
     netlink::set_link_up(index).map_err(step)?;
     bring_up_loopback()?;
@@ -118,15 +129,28 @@ fn configure_link(spec: &EndpointSpec) -> io::Result<()> {
     if let Some(gw) = spec.default_gw {
         netlink::add_ipv4_default_route(index, gw).map_err(step)?;
     }
+    if let Some(v6) = spec.ipv6 {
+        netlink::add_ipv6_addr(index, v6.addr, v6.prefix_len, false).map_err(step)?;
+        if let Some(gw) = v6.default_gw {
+            netlink::add_ipv6_default_route(index, gw).map_err(step)?;
+        }
+    }
     Ok(())
 }
 
-/// Turn IPv6 off on `ifname` in the calling thread's namespace (net sysctls
-/// resolve against the opener's namespace). A kernel without IPv6 has no
-/// such file, which is just as good.
-fn disable_ipv6(ifname: &str) -> io::Result<()> {
-    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6");
-    match std::fs::write(&path, "1") {
+/// IPv6 on, with the router configured rather than learnt: a container
+/// does not take router advertisements (the switch drops them anyway).
+fn enable_ipv6(ifname: &str) -> io::Result<()> {
+    ipv6_sysctl(ifname, "disable_ipv6", "0")?;
+    ipv6_sysctl(ifname, "accept_ra", "0")
+}
+
+/// Set an IPv6 sysctl of `ifname` in the calling thread's namespace (net
+/// sysctls resolve against the opener's namespace). A kernel without IPv6
+/// has no such file, which is just as good.
+fn ipv6_sysctl(ifname: &str, name: &str, value: &str) -> io::Result<()> {
+    let path = format!("/proc/sys/net/ipv6/conf/{ifname}/{name}");
+    match std::fs::write(&path, value) {
         Err(e) if e.kind() != io::ErrorKind::NotFound => Err(context(e, path)),
         _ => Ok(()),
     }
@@ -172,7 +196,7 @@ mod tests {
             ipv4: Ipv4Addr::new(172, 17, 0, 2),
             prefix_len: 16,
             default_gw: Some(Ipv4Addr::new(172, 17, 0, 1)),
-            ipv6: false,
+            ipv6: None,
             queues: 2,
         }
     }

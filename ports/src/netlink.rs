@@ -5,13 +5,13 @@
 use std::error::Error;
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use netlink_packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_DUMP, NLM_F_EXCL,
     NLM_F_REQUEST,
 };
-use netlink_packet_route::address::{AddressAttribute, AddressMessage, AddressScope};
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressMessage, AddressScope};
 use netlink_packet_route::link::{LinkAttribute, LinkFlags, LinkMessage};
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteHeader, RouteMessage, RouteProtocol, RouteScope, RouteType,
@@ -87,6 +87,67 @@ pub fn add_ipv4_addr(index: u32, addr: Ipv4Addr, prefix_len: u8) -> io::Result<(
     ignore_eexist(ack(RouteNetlinkMessage::NewAddress(msg), flags, &what))
 }
 
+/// Add IPv6 address `addr/prefix_len` to interface `index`; Ok if it is
+/// there already. `dad`: run duplicate address detection first (the address
+/// is tentative until it passes); Docker configures container addresses
+/// without it, since its IPAM already made them unique.
+pub fn add_ipv6_addr(index: u32, addr: Ipv6Addr, prefix_len: u8, dad: bool) -> io::Result<()> {
+    if prefix_len > 128 {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, format!("bad prefix length {addr}/{prefix_len}")));
+    }
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet6;
+    msg.header.prefix_len = prefix_len;
+    msg.header.scope = AddressScope::Universe;
+    msg.header.index = index;
+    msg.attributes.push(AddressAttribute::Address(IpAddr::V6(addr)));
+    if !dad {
+        msg.attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+    }
+    let what = format!("{addr}/{prefix_len} dev #{index}");
+    ignore_eexist(ack(RouteNetlinkMessage::NewAddress(msg), NLM_F_CREATE | NLM_F_EXCL, &what))
+}
+
+/// An IPv6 address of an interface and where its duplicate address
+/// detection stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ipv6AddrState {
+    pub addr: Ipv6Addr,
+    pub prefix_len: u8,
+    /// Still being checked for duplicates (not usable yet).
+    pub tentative: bool,
+    /// A duplicate answered: the address will not be used.
+    pub dad_failed: bool,
+}
+
+/// The IPv6 addresses of interface `index`.
+pub fn ipv6_addrs(index: u32) -> io::Result<Vec<Ipv6AddrState>> {
+    let mut msg = AddressMessage::default();
+    msg.header.family = AddressFamily::Inet6;
+    let replies = request(RouteNetlinkMessage::GetAddress(msg), NLM_F_DUMP, "inet6")?;
+    let addrs = replies.into_iter().filter_map(|r| match r {
+        RouteNetlinkMessage::NewAddress(a) if a.header.index == index => {
+            let addr = a.attributes.iter().find_map(|at| match at {
+                AddressAttribute::Address(IpAddr::V6(ip)) => Some(*ip),
+                _ => None,
+            })?;
+            let flags = a.attributes.iter().find_map(|at| match at {
+                AddressAttribute::Flags(f) => Some(*f),
+                _ => None,
+            });
+            let flags = flags.unwrap_or(AddressFlags::from_bits_retain(a.header.flags.bits() as u32));
+            Some(Ipv6AddrState {
+                addr,
+                prefix_len: a.header.prefix_len,
+                tentative: flags.contains(AddressFlags::Tentative),
+                dad_failed: flags.contains(AddressFlags::Dadfailed),
+            })
+        }
+        _ => None,
+    });
+    Ok(addrs.collect())
+}
+
 /// The IPv4 addresses of interface `index`, as (address, prefix length).
 pub fn ipv4_addrs(index: u32) -> io::Result<Vec<(Ipv4Addr, u8)>> {
     let mut msg = AddressMessage::default();
@@ -110,6 +171,17 @@ pub fn add_ipv4_default_route(index: u32, gw: Ipv4Addr) -> io::Result<()> {
     let what = format!("default via {gw} dev #{index}");
     let flags = NLM_F_CREATE | NLM_F_EXCL;
     ignore_eexist(ack(RouteNetlinkMessage::NewRoute(msg), flags, &what))
+}
+
+/// Add an IPv6 default route via `gw` (a link-local router address) out of
+/// interface `index`; Ok if one exists.
+pub fn add_ipv6_default_route(index: u32, gw: Ipv6Addr) -> io::Result<()> {
+    let mut msg = default_route_message(index, Ipv4Addr::UNSPECIFIED);
+    msg.header.address_family = AddressFamily::Inet6;
+    msg.attributes.retain(|a| !matches!(a, RouteAttribute::Gateway(_)));
+    msg.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet6(gw)));
+    let what = format!("default via {gw} dev #{index}");
+    ignore_eexist(ack(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL, &what))
 }
 
 /// The IPv4 routes of the main table as (destination, prefix length).

@@ -10,9 +10,11 @@ pub mod checksum;
 pub mod ethernet;
 pub mod gso;
 pub mod icmp;
+pub mod icmpv6;
 pub mod ipv4;
 pub mod ipv6;
 mod mac;
+pub mod ndp;
 pub mod offload;
 
 pub use mac::MacAddr;

@@ -12,12 +12,12 @@ use crate::nat::{Fragments, PublishedPorts, Uplink};
 use crate::stats::{ConntrackReport, DropCounters, PortCounters, PortReport, Report, WorkerCounters, WorkerReport};
 use crate::worker::{self, Engine, Waker};
 use arc_swap::ArcSwap;
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use parking_lot::Mutex;
 use ports::FrameIo;
 use proto::MacAddr;
 use rustc_hash::FxHashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -43,6 +43,23 @@ pub struct NetworkSpec {
     /// (off: they leave with the containers' own addresses, and the world
     /// outside routes the subnet to the uplink address).
     pub masquerade: bool,
+    /// Dual stack: the network's IPv6 subnet and gateway (Docker's --ipv6).
+    pub ipv6: Option<Ipv6Spec>,
+}
+
+/// A network's IPv6 side. The switch answers for fe80::1 and `gateway`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Ipv6Spec {
+    pub subnet: Ipv6Net,
+    pub gateway: Ipv6Addr,
+}
+
+impl NetworkSpec {
+    /// Whether `ip` is one of the switch's own IPv6 addresses on this network.
+    #[inline]
+    pub fn is_gateway6(&self, ip: Ipv6Addr) -> bool {
+        self.ipv6.is_some_and(|v6| ip == v6.gateway || ip == proto::ipv6::LINK_LOCAL_GATEWAY)
+    }
 }
 
 /// The uplink: the switch's port on the world outside its networks.
@@ -72,6 +89,8 @@ pub struct PortSpec {
     pub name: String,
     pub mac: MacAddr,
     pub ipv4: Ipv4Addr,
+    /// The endpoint's global IPv6 address on a dual-stack network.
+    pub ipv6: Option<Ipv6Addr>,
     /// The port's queues (at least one). Queue j is received by worker
     /// (first + j) mod workers; worker w sends on queue w mod queues.
     pub queues: Vec<Arc<dyn FrameIo>>,
@@ -119,14 +138,30 @@ pub struct Domain {
     pub ports: Vec<Arc<Port>>,
     /// Addresses the ARP proxy answers for: endpoint IPv4 → (MAC, port).
     pub neighbours: FxHashMap<Ipv4Addr, (MacAddr, PortId)>,
+    /// Addresses the NDP proxy answers for: each endpoint's global and
+    /// link-local IPv6 address → (MAC, port). Empty on IPv4-only networks.
+    pub neighbours6: FxHashMap<Ipv6Addr, (MacAddr, PortId)>,
     pub fdb: Arc<Fdb>,
 }
 
 impl Domain {
     fn new(spec: NetworkSpec, ports: Vec<Arc<Port>>, fdb: Arc<Fdb>) -> Domain {
         let neighbours = ports.iter().map(|p| (p.spec.ipv4, (p.spec.mac, p.id))).collect();
-        Domain { spec, ports, neighbours, fdb }
+        let neighbours6 = match spec.ipv6 {
+            Some(_) => {
+                ports.iter().flat_map(|p| ipv6_addresses(&p.spec).map(move |ip| (ip, (p.spec.mac, p.id)))).collect()
+            }
+            None => FxHashMap::default(),
+        };
+        Domain { spec, ports, neighbours, neighbours6, fdb }
     }
+}
+
+/// A port's IPv6 addresses: its global one, if any, and the link-local one
+/// the kernel derives from its MAC.
+fn ipv6_addresses(spec: &PortSpec) -> impl Iterator<Item = Ipv6Addr> {
+    let link_local = proto::ipv6::link_local_from_mac(spec.mac.octets());
+    spec.ipv6.into_iter().chain(std::iter::once(link_local))
 }
 
 /// Everything the workers read, published as a whole.
@@ -276,6 +311,7 @@ impl Switch {
             name: spec.name,
             mac: MacAddr::from_ipv4(spec.ip),
             ipv4: spec.ip,
+            ipv6: None,
             queues: spec.queues,
         };
         let port = self.new_port(&mut control, &snap, port_spec)?;

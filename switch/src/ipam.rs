@@ -115,6 +115,7 @@ mod tests {
             internal: false,
             icc: true,
             masquerade: true,
+            ipv6: None,
         }
     }
 

@@ -7,10 +7,11 @@ pub mod datapath;
 pub mod fdb;
 pub mod filter;
 pub mod ipam;
+pub mod ipam6;
 pub mod model;
 pub mod nat;
 pub mod pipeline;
 pub mod stats;
 mod worker;
 
-pub use datapath::{NetworkSpec, PortSpec, Switch, UplinkSpec};
+pub use datapath::{Ipv6Spec, NetworkSpec, PortSpec, Switch, UplinkSpec};

@@ -1,9 +1,9 @@
 //! The desired state the daemon keeps and persists: networks and endpoints.
 
-use ipnet::Ipv4Net;
+use ipnet::{Ipv4Net, Ipv6Net};
 use proto::MacAddr;
 use serde::{Deserialize, Serialize};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// The default network every switch has, as docker0 is to Docker.
 pub const DEFAULT_NETWORK: &str = "bridge";
@@ -33,6 +33,16 @@ pub struct Network {
     /// Masquerade behind the uplink address (Docker's enable_ip_masquerade).
     #[serde(default = "enabled")]
     pub masquerade: bool,
+    /// Dual stack (Docker's --ipv6): the IPv6 subnet and gateway.
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Config>,
+}
+
+/// A network's IPv6 side.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ipv6Config {
+    pub subnet: Ipv6Net,
+    pub gateway: Ipv6Addr,
 }
 
 fn enabled() -> bool {
@@ -62,6 +72,9 @@ pub struct Endpoint {
     #[serde(with = "mac_string")]
     pub mac: MacAddr,
     pub ipv4: Ipv4Addr,
+    /// Its global IPv6 address, on a dual-stack network.
+    #[serde(default)]
+    pub ipv6: Option<Ipv6Addr>,
     /// The switch created the namespace and removes it with its last port.
     pub owns_netns: bool,
     /// Ports published on the uplink address (`--publish`).

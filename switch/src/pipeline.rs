@@ -1,9 +1,9 @@
 //! The stages a received frame goes through, each a small function that
 //! returns a [`Verdict`] or passes the frame on:
 //!
-//! classify (parse and check headers) → user rules → ARP proxy → gateway
-//! (ICMP echo; routing out through `nat::route_out`) → L2 (learn, lookup,
-//! flood). Frames from the uplink take `nat::from_uplink` instead. The
+//! classify (parse and check headers) → user rules → ARP proxy / NDP
+//! proxy → gateway (ICMP and ICMPv6 echo; routing out through
+//! `nat::route_out`) → L2 (learn, lookup, flood). Frames from the uplink take `nat::from_uplink` instead. The
 //! worker applies the verdict.
 
 use crate::datapath::{Domain, Port, Shared, Snapshot};
@@ -12,7 +12,7 @@ use crate::filter::{self, Action};
 use crate::stats::DropReason;
 use proto::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use proto::offload::Offload;
-use proto::{arp, gso, icmp, ipv4, ipv6, MacAddr};
+use proto::{arp, gso, icmp, icmpv6, ipv4, ipv6, ndp, MacAddr};
 
 /// What to do with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,10 +55,13 @@ pub fn process(ctx: &Context, frame: &mut [u8], offload: &mut Offload, scratch: 
         return Verdict::Drop(DropReason::Rule);
     }
     ctx.net.fdb.learn(ctx.fdb, eth.src(), ctx.in_port.id, ctx.now);
-    if eth.ethertype() == ETHERTYPE_ARP {
-        if let Some(v) = arp_proxy(ctx, &eth, scratch) {
-            return v;
-        }
+    let proxied = match eth.ethertype() {
+        ETHERTYPE_ARP => arp_proxy(ctx, &eth, scratch),
+        ETHERTYPE_IPV6 if ctx.net.spec.ipv6.is_some() => ndp_proxy(ctx, &eth, scratch),
+        _ => None,
+    };
+    if let Some(v) = proxied {
+        return v;
     }
     if !ctx.net.spec.icc && eth.dst() != ctx.net.spec.gateway_mac {
         return Verdict::Drop(DropReason::Icc);
@@ -134,13 +137,79 @@ pub fn arp_proxy(ctx: &Context, eth: &ethernet::Frame, scratch: &mut [u8]) -> Op
     Some(Verdict::Reply(len))
 }
 
-/// Frames for the gateway address itself: the switch answers pings to it;
+/// The IPv6 twin of the ARP proxy: answer neighbour solicitations for the
+/// gateway (fe80::1 and the network's gateway address) and for every
+/// endpoint's addresses on the asking port, without flooding. A DAD probe
+/// for an address someone else holds gets the advertisement that makes the
+/// prober see the duplicate; a probe for the asker's own address goes on
+/// unanswered. Router advertisements and redirects from containers are
+/// dropped (only the switch routes), router solicitations taken in (the
+/// switch's routes are configured, not advertised). None lets the frame go
+/// on (advertisements, MLD, unknown targets).
+pub fn ndp_proxy(ctx: &Context, eth: &ethernet::Frame, scratch: &mut [u8]) -> Option<Verdict> {
+    let ip = ipv6::Packet::parse(eth.payload()).ok()?;
+    let msg = icmpv6::message(&ip)?;
+    let solicit = match msg[0] {
+        icmpv6::TYPE_ROUTER_ADVERT | icmpv6::TYPE_REDIRECT => return Some(Verdict::Drop(DropReason::RouterAdvert)),
+        icmpv6::TYPE_ROUTER_SOLICIT => return Some(Verdict::Consumed),
+        icmpv6::TYPE_NEIGHBOR_SOLICIT => match ndp::parse_solicit(&ip) {
+            Ok(solicit) => solicit?,
+            Err(_) => return Some(Verdict::Drop(DropReason::Malformed)),
+        },
+        _ => return None,
+    };
+    let spec = &ctx.net.spec;
+    let (answer, router) = if spec.is_gateway6(solicit.target) {
+        (spec.gateway_mac, ndp::FLAG_ROUTER)
+    } else {
+        match ctx.net.neighbours6.get(&solicit.target) {
+            Some((_, port)) if *port == ctx.in_port.id => return None,
+            Some((mac, _)) => (*mac, 0),
+            None => return None,
+        }
+    };
+    let target = ndp::Host { mac: answer, ip: solicit.target };
+    let (to, flags) = if solicit.is_dad() {
+        let all_nodes = ndp::Host { mac: ndp::multicast_mac(ipv6::ALL_NODES), ip: ipv6::ALL_NODES };
+        (all_nodes, router | ndp::FLAG_OVERRIDE)
+    } else {
+        (ndp::Host { mac: eth.src(), ip: solicit.src }, router | ndp::FLAG_SOLICITED | ndp::FLAG_OVERRIDE)
+    };
+    match ndp::write_advert(scratch, target, to, flags) {
+        0 => Some(Verdict::Drop(DropReason::Malformed)),
+        len => Some(Verdict::Reply(len)),
+    }
+}
+
+/// Frames for the gateway's addresses: the switch answers pings to them;
 /// anything else is counted and dropped (routing beyond the gateway is
 /// `nat::route_out`).
 pub fn gateway(ctx: &Context, eth: &ethernet::Frame, scratch: &mut [u8]) -> Verdict {
-    if eth.ethertype() != ETHERTYPE_IPV4 {
+    match eth.ethertype() {
+        ETHERTYPE_IPV4 => gateway4(ctx, eth, scratch),
+        ETHERTYPE_IPV6 => gateway6(ctx, eth, scratch),
+        _ => Verdict::Drop(DropReason::NoRoute),
+    }
+}
+
+fn gateway6(ctx: &Context, eth: &ethernet::Frame, scratch: &mut [u8]) -> Verdict {
+    let Ok(ip) = ipv6::Packet::parse(eth.payload()) else {
+        return Verdict::Drop(DropReason::Malformed);
+    };
+    if !ctx.net.spec.is_gateway6(ip.dst()) {
         return Verdict::Drop(DropReason::NoRoute);
     }
+    match icmpv6::is_echo_request(&ip) {
+        Ok(true) => match icmpv6::write_echo_reply(scratch, &ip, eth.src(), ctx.net.spec.gateway_mac) {
+            Some(len) => Verdict::Reply(len),
+            None => Verdict::Drop(DropReason::Malformed),
+        },
+        Ok(false) => Verdict::Drop(DropReason::NoRoute),
+        Err(_) => Verdict::Drop(DropReason::Malformed),
+    }
+}
+
+fn gateway4(ctx: &Context, eth: &ethernet::Frame, scratch: &mut [u8]) -> Verdict {
     let Ok(ip) = ipv4::Packet::parse(eth.payload()) else {
         return Verdict::Drop(DropReason::Malformed);
     };

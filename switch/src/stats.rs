@@ -94,6 +94,9 @@ pub enum DropReason {
     /// Came in on the uplink but is neither for the switch's address nor a
     /// reply to a tracked flow (the segment's other traffic).
     NotForUs,
+    /// A router advertisement or redirect from a container: only the switch
+    /// routes its networks (RA guard, RFC 6105).
+    RouterAdvert,
 }
 
 /// Switch-wide drop counters, one per reason.
@@ -107,6 +110,7 @@ pub struct DropCounters {
     not_for_us: AtomicU64,
     icc: AtomicU64,
     rule: AtomicU64,
+    router_advert: AtomicU64,
 }
 
 impl DropCounters {
@@ -121,6 +125,7 @@ impl DropCounters {
             DropReason::NotForUs => &self.not_for_us,
             DropReason::Icc => &self.icc,
             DropReason::Rule => &self.rule,
+            DropReason::RouterAdvert => &self.router_advert,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -135,6 +140,7 @@ impl DropCounters {
             not_for_us: self.not_for_us.load(Relaxed),
             icc: self.icc.load(Relaxed),
             rule: self.rule.load(Relaxed),
+            router_advert: self.router_advert.load(Relaxed),
         }
     }
 }
@@ -159,6 +165,8 @@ pub struct DropReport {
     pub icc: u64,
     #[serde(default)]
     pub rule: u64,
+    #[serde(default)]
+    pub router_advert: u64,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

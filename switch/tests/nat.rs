@@ -39,12 +39,20 @@ fn lab_with(internal: bool, masquerade: bool, shared_mac: Option<MacAddr>) -> La
         internal,
         icc: true,
         masquerade,
+        ipv6: None,
     };
     sw.add_network(spec).unwrap();
     let container = Arc::new(MemPort::with_offloads(256));
     let mac = MacAddr::from_ipv4(CONTAINER);
-    sw.add_port(PortSpec { network: 1, name: "c".into(), mac, ipv4: CONTAINER, queues: vec![container.clone()] })
-        .unwrap();
+    sw.add_port(PortSpec {
+        network: 1,
+        name: "c".into(),
+        mac,
+        ipv4: CONTAINER,
+        ipv6: None,
+        queues: vec![container.clone()],
+    })
+    .unwrap();
     let uplink = Arc::new(MemPort::with_offloads(256));
     let spec = UplinkSpec {
         name: "up".into(),
@@ -259,7 +267,14 @@ fn hairpin_reaches_a_published_port_from_inside() {
     let server = Arc::new(MemPort::with_offloads(64));
     let mac = MacAddr::from_ipv4(server_ip);
     lab.sw
-        .add_port(PortSpec { network: 1, name: "s".into(), mac, ipv4: server_ip, queues: vec![server.clone()] })
+        .add_port(PortSpec {
+            network: 1,
+            name: "s".into(),
+            mac,
+            ipv4: server_ip,
+            ipv6: None,
+            queues: vec![server.clone()],
+        })
         .unwrap();
     let target = switch::nat::Published { network: 1, ip: server_ip, port: 80 };
     lab.sw.set_published([((ipv4::PROTO_UDP, 8080), target)].into_iter().collect());

@@ -24,6 +24,7 @@ fn switch_with(ports: &[(u8, Arc<MemPort>)]) -> Switch {
         internal: false,
         icc: true,
         masquerade: true,
+        ipv6: None,
     };
     sw.add_network(spec).unwrap();
     for (last, port) in ports {
@@ -33,6 +34,7 @@ fn switch_with(ports: &[(u8, Arc<MemPort>)]) -> Switch {
             name: format!("h{last}"),
             mac: MacAddr::from_ipv4(ip),
             ipv4: ip,
+            ipv6: None,
             queues: vec![port.clone()],
         };
         sw.add_port(spec).unwrap();

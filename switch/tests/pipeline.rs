@@ -30,6 +30,7 @@ fn network(sw: &Switch, index: u32) {
         internal: false,
         icc: true,
         masquerade: true,
+        ipv6: None,
     };
     sw.add_network(spec).unwrap();
 }
@@ -38,7 +39,8 @@ fn host(sw: &Switch, net: u32, last: u8) -> Host {
     let port = Arc::new(MemPort::new(1024));
     let ip = ip(net as u8, last);
     let mac = MacAddr::from_ipv4(ip);
-    let spec = PortSpec { network: net, name: format!("h{last}"), mac, ipv4: ip, queues: vec![port.clone()] };
+    let spec =
+        PortSpec { network: net, name: format!("h{last}"), mac, ipv4: ip, ipv6: None, queues: vec![port.clone()] };
     sw.add_port(spec).unwrap();
     Host { port, mac, ip }
 }
@@ -258,6 +260,7 @@ fn every_queue_of_a_multi_queue_port_is_received() {
         name: "mq".into(),
         mac: MacAddr::from_ipv4(a_ip),
         ipv4: a_ip,
+        ipv6: None,
         queues: vec![q0.clone(), q1.clone()],
     };
     sw.add_port(spec).unwrap();
@@ -282,6 +285,7 @@ fn with_icc_off_containers_reach_only_the_gateway() {
         internal: false,
         icc: false,
         masquerade: true,
+        ipv6: None,
     };
     sw.add_network(spec).unwrap();
     let (a, b) = (host(&sw, 1, 2), host(&sw, 1, 3));

@@ -22,6 +22,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use ports::netns;
+
+pub mod ipv6;
 use serde_json::Value;
 
 pub const VSWITCHD: &str = env!("CARGO_BIN_EXE_vswitchd");
@@ -614,7 +616,13 @@ pub fn pattern_byte(offset: u64) -> u8 {
 /// Send `bytes` of patterned data over TCP from `client_ns` to a listener on
 /// `server_ip` in `server_ns`, and verify that every byte arrives intact.
 /// Returns the time taken.
-pub fn tcp_stream(server_ns: &str, server_ip: Ipv4Addr, client_ns: &str, bytes: u64) -> Result<Duration, String> {
+pub fn tcp_stream(
+    server_ns: &str,
+    server_ip: impl Into<std::net::IpAddr>,
+    client_ns: &str,
+    bytes: u64,
+) -> Result<Duration, String> {
+    let server_ip: std::net::IpAddr = server_ip.into();
     const IO_TIMEOUT: Duration = Duration::from_secs(15);
     let listener = in_ns(server_ns, move || TcpListener::bind((server_ip, 0)))
         .map_err(|e| format!("listen on {server_ip} in {server_ns}: {e}"))?;
@@ -652,8 +660,8 @@ pub fn tcp_stream(server_ns: &str, server_ip: Ipv4Addr, client_ns: &str, bytes: 
     });
 
     let start = Instant::now();
-    let dst = SocketAddrV4::new(server_ip, port);
-    let client = in_ns(client_ns, move || TcpStream::connect_timeout(&dst.into(), Duration::from_secs(5)));
+    let dst = std::net::SocketAddr::new(server_ip, port);
+    let client = in_ns(client_ns, move || TcpStream::connect_timeout(&dst, Duration::from_secs(5)));
     let sent = match client {
         Ok(mut conn) => {
             conn.set_write_timeout(Some(IO_TIMEOUT)).ok();

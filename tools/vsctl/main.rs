@@ -45,6 +45,15 @@ enum Command {
         /// must route the subnet to the uplink address).
         #[arg(long)]
         no_masquerade: bool,
+        /// Dual stack: give the network an IPv6 subnet too.
+        #[arg(long)]
+        ipv6: bool,
+        /// IPv6 subnet (with --ipv6; default: a random unique local /64 in fd00::/8).
+        #[arg(long, requires = "ipv6")]
+        subnet6: Option<String>,
+        /// IPv6 gateway address the switch owns besides fe80::1 (default: the subnet's ::1).
+        #[arg(long, requires = "ipv6")]
+        gateway6: Option<String>,
         /// Succeed if the network already exists.
         #[arg(long)]
         may_exist: bool,
@@ -68,6 +77,9 @@ enum Command {
         netns: String,
         #[arg(long)]
         ip: Option<String>,
+        /// IPv6 address on a dual-stack network (default: the subnet's prefix and the MAC).
+        #[arg(long)]
+        ip6: Option<String>,
         #[arg(long)]
         mac: Option<String>,
         /// Endpoint name (default: the namespace name).
@@ -157,15 +169,41 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let (request, print): (Request, fn(&Value)) = match args.command {
-        Command::AddNet { name, subnet, gateway, ip_range, mtu, internal, icc, no_masquerade, may_exist } => (
-            Request::AddNet { name, subnet, gateway, ip_range, mtu, internal, icc, no_masquerade, may_exist },
+        Command::AddNet {
+            name,
+            subnet,
+            gateway,
+            ip_range,
+            mtu,
+            internal,
+            icc,
+            no_masquerade,
+            ipv6,
+            subnet6,
+            gateway6,
+            may_exist,
+        } => (
+            Request::AddNet {
+                name,
+                subnet,
+                gateway,
+                ip_range,
+                mtu,
+                internal,
+                icc,
+                no_masquerade,
+                ipv6,
+                subnet6,
+                gateway6,
+                may_exist,
+            },
             print_plain,
         ),
         Command::DelNet { name, if_exists } => (Request::DelNet { name, if_exists }, print_plain),
         Command::ListNets { json } => (Request::ListNets, if json { print_json } else { print_nets }),
         Command::ShowNet { name } => (Request::ShowNet { name }, print_json),
-        Command::AddPort { network, netns, ip, mac, name, publish, may_exist } => {
-            (Request::AddPort { network, netns, ip, mac, name, publish, may_exist }, print_json)
+        Command::AddPort { network, netns, ip, ip6, mac, name, publish, may_exist } => {
+            (Request::AddPort { network, netns, ip, ip6, mac, name, publish, may_exist }, print_json)
         }
         Command::Publish { network, netns, spec } => (Request::Publish { network, netns, spec }, print_lines),
         Command::Unpublish { network, netns, spec } => (Request::Unpublish { network, netns, spec }, print_plain),

@@ -1,0 +1,148 @@
+//! Lab tests of dual-stack networks: real vswitchd, namespaces and TAPs,
+//! IPv6 traffic made with plain sockets. They need root (and fail without).
+//!
+//! Run: `cargo test --test ipv6`.
+
+mod common;
+
+use std::net::Ipv6Addr;
+use std::time::{Duration, Instant};
+
+use common::ipv6::*;
+use common::*;
+
+const PING: Duration = Duration::from_secs(5);
+
+/// A default route via fe80::1 in /proc/net/ipv6_route (destination ::/0).
+fn has_default_route_via_fe80_1(ns: &str) -> bool {
+    let table = proc_net_in(ns, "ipv6_route");
+    table.lines().any(|l| {
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        cols.len() > 4 && cols[0] == "0".repeat(32) && cols[1] == "00" && cols[4] == "fe800000000000000000000000000001"
+    })
+}
+
+#[test]
+fn dual_stack_containers_reach_each_other_and_the_gateway_over_ipv6() {
+    let mut d = Daemon::start();
+    d.add_net("v6a", "10.106.0.0/24", &["--ipv6", "--subnet6", "2001:db8:106::/64"]);
+    let a = d.new_port("v6a");
+    let b = d.new_port("v6a");
+    let (a6, prefix) = endpoint_ipv6(&a).expect("add-port prints the IPv6 address");
+    let (b6, _) = endpoint_ipv6(&b).unwrap();
+    assert_eq!(prefix, 64);
+    // Docker's form: the subnet's prefix and the MAC (02:42:0a:6a:00:02).
+    assert_eq!(a6, "2001:db8:106::242:a6a:2".parse::<Ipv6Addr>().unwrap());
+    assert_eq!(a.json["IPv6Gateway"], "2001:db8:106::1");
+
+    let inspect = d.show_net("v6a");
+    assert_eq!(inspect[0]["EnableIPv6"], true);
+    assert_eq!(inspect[0]["IPAM"]["Config"][1]["Subnet"], "2001:db8:106::/64");
+    assert_eq!(inspect[0]["Containers"][&a.id]["IPv6Address"], format!("{a6}/64"));
+    assert!(has_default_route_via_fe80_1(&a.netns), "no IPv6 default route via fe80::1 in A");
+
+    ping6(&a.netns, "eth0", b6, PING).unwrap_or_else(|e| panic!("A → B over IPv6: {e}"));
+    ping6(&a.netns, "eth0", "fe80::1".parse().unwrap(), PING).unwrap_or_else(|e| panic!("A → fe80::1: {e}"));
+    ping6(&b.netns, "eth0", "2001:db8:106::1".parse().unwrap(), PING).unwrap_or_else(|e| panic!("B → gateway6: {e}"));
+    // IPv4 still works beside it.
+    assert!(ping(&a.netns, b.ip, PING), "A → B over IPv4 on a dual-stack network");
+
+    // A TCP stream over IPv6, both ways, with the namespaces' default offloads.
+    tcp_stream(&b.netns, b6, &a.netns, 16 << 20).unwrap_or_else(|e| panic!("TCP A → B over IPv6: {e}"));
+    tcp_stream(&a.netns, a6, &b.netns, 4 << 20).unwrap_or_else(|e| panic!("TCP B → A over IPv6: {e}"));
+
+    // The IPv6 side is saved: after kill -9 the restarted daemon forwards it.
+    d.kill9();
+    d.spawn();
+    ping6(&a.netns, "eth0", b6, Duration::from_secs(10)).unwrap_or_else(|e| panic!("A → B after restart: {e}"));
+    let c = d.new_port("v6a");
+    assert_eq!(endpoint_ipv6(&c).unwrap().0, "2001:db8:106::242:a6a:4".parse::<Ipv6Addr>().unwrap());
+}
+
+#[test]
+fn neighbour_solicitations_for_known_addresses_are_not_flooded() {
+    let d = Daemon::start();
+    d.add_net("v6b", "10.107.0.0/24", &["--ipv6", "--subnet6", "2001:db8:107::/64"]);
+    let a = d.new_port("v6b");
+    let b = d.new_port("v6b");
+    let c = d.new_port("v6b");
+    let (b6, _) = endpoint_ipv6(&b).unwrap();
+    // Let the namespaces' own start-up chatter (DAD, MLD) pass first.
+    std::thread::sleep(Duration::from_millis(500));
+    let cap_c = PacketSocket::open(&c.netns, "eth0");
+    ping6(&a.netns, "eth0", b6, PING).unwrap_or_else(|e| panic!("A → B: {e}"));
+    ping6(&a.netns, "eth0", "fe80::1".parse().unwrap(), PING).unwrap_or_else(|e| panic!("A → fe80::1: {e}"));
+    let frames = cap_c.collect(Duration::from_millis(500));
+    assert_eq!(solicitations_for(&frames, b6), 0, "A's solicitation for B was flooded to C");
+    assert_eq!(solicitations_for(&frames, "fe80::1".parse().unwrap()), 0, "solicitation for fe80::1 flooded");
+
+    // Control (the capture works): a solicitation for an unknown address floods.
+    let unknown: Ipv6Addr = "2001:db8:107::dead".parse().unwrap();
+    let _ = ping6(&a.netns, "eth0", unknown, Duration::from_millis(1500));
+    let frames = cap_c.collect(Duration::from_millis(500));
+    assert!(solicitations_for(&frames, unknown) > 0, "the capture in C saw no flooded solicitation at all");
+}
+
+#[test]
+fn duplicate_address_detection_sees_a_duplicate_and_passes_a_free_address() {
+    let d = Daemon::start();
+    d.add_net("v6c", "10.108.0.0/24", &["--ipv6", "--subnet6", "2001:db8:108::/64"]);
+    let a = d.new_port("v6c");
+    let b = d.new_port("v6c");
+    let (b6, _) = endpoint_ipv6(&b).unwrap();
+    let free: Ipv6Addr = "2001:db8:108::77".parse().unwrap();
+    // B's address (B could answer for itself too) and the gateway's, which
+    // only the switch can defend.
+    let gateway6: Ipv6Addr = "2001:db8:108::1".parse().unwrap();
+    for ip in [b6, gateway6, free] {
+        add_ipv6_with_dad(&a.netns, "eth0", ip, 64);
+    }
+    let state = |ip: Ipv6Addr| ipv6_addrs_in(&a.netns, "eth0").into_iter().find(|s| s.addr == ip);
+    let deadline = Instant::now() + Duration::from_secs(8);
+    loop {
+        let (dups, ok) = ([state(b6), state(gateway6)], state(free));
+        let settled = dups.iter().all(|d| d.is_some_and(|s| s.dad_failed)) && ok.is_some_and(|s| !s.tentative);
+        if settled || Instant::now() > deadline {
+            for (ip, dup) in [b6, gateway6].iter().zip(dups) {
+                assert!(dup.is_some_and(|s| s.dad_failed), "{ip} taken twice without DAD failing: {dup:?}");
+            }
+            assert!(ok.is_some_and(|s| !s.tentative && !s.dad_failed), "a free address was blocked: {ok:?}");
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The free address is usable: B reaches it.
+    ping6(&b.netns, "eth0", free, PING).unwrap_or_else(|e| panic!("B → A's second address: {e}"));
+}
+
+#[test]
+fn bad_ipv6_requests_are_refused_and_change_nothing() {
+    let d = Daemon::start();
+    d.add_net("v4only", "10.109.0.0/24", &[]);
+    d.add_net("v6d", "10.110.0.0/24", &["--ipv6", "--subnet6", "2001:db8:110::/64"]);
+    let before = d.vsctl_ok(&["show-net", "v6d"]);
+    let ns = d.ns_name();
+    d.register_ns(&ns);
+    let cases: &[(&[&str], &[&str])] = &[
+        (&["add-port", "v4only", &ns, "--ip6", "2001:db8:109::5"], &["--ip6", "v4only", "IPv6"]),
+        (&["add-port", "v6d", &ns, "--ip6", "2001:db8:999::5"], &["2001:db8:999::5", "not a host"]),
+        (&["add-port", "v6d", &ns, "--ip6", "2001:db8:110::1"], &["2001:db8:110::1", "in use"]),
+        (&["add-port", "v6d", &ns, "--ip6", "nonsense"], &["--ip6", "nonsense"]),
+        (&["add-net", "v6e", "--ipv6", "--subnet6", "2001:db8:110:0:1::/80"], &["overlaps", "v6d"]),
+        (&["add-net", "v6e", "--ipv6", "--subnet6", "2001:db8::1/64"], &["host bits"]),
+        (
+            &["add-net", "v6e", "--ipv6", "--subnet6", "2001:db8:111::/64", "--gateway6", "2001:db8:112::1"],
+            &["gateway"],
+        ),
+    ];
+    for (args, words) in cases {
+        let stderr = d.vsctl_err(args);
+        assert_one_line_naming(&args.join(" "), &stderr, words);
+    }
+    assert_eq!(d.vsctl_ok(&["show-net", "v6d"]), before, "a refused request changed the network");
+    assert!(!d.list_nets().to_string().contains("v6e"), "a refused add-net left a network behind");
+    // --ipv6 without --subnet6: a unique local /64 of its own.
+    d.add_net("v6f", "10.111.0.0/24", &["--ipv6"]);
+    let subnet6 = d.show_net("v6f")[0]["IPAM"]["Config"][1]["Subnet"].as_str().unwrap().to_string();
+    assert!(subnet6.starts_with("fd") && subnet6.ends_with("::/64"), "default IPv6 subnet {subnet6}");
+}
