@@ -575,6 +575,7 @@ fn nat(c: &mut Criterion) {
         gateway: next_hop,
         mtu: 1500,
         shared_mac: None,
+        ipv6: None,
     };
     sw.set_uplink(spec).expect("uplink set");
     // The ARP reply (frame 0, handed out when one frame is left in budget 1)...

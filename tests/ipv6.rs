@@ -146,3 +146,44 @@ fn bad_ipv6_requests_are_refused_and_change_nothing() {
     let subnet6 = d.show_net("v6f")[0]["IPAM"]["Config"][1]["Subnet"].as_str().unwrap().to_string();
     assert!(subnet6.starts_with("fd") && subnet6.ends_with("::/64"), "default IPv6 subnet {subnet6}");
 }
+
+#[test]
+fn ipv6_is_routed_to_the_outside_with_the_uplink_answering_ndp_for_containers() {
+    let out = Outside::create("10.252.0.1".parse().unwrap(), 24);
+    let outside6: Ipv6Addr = "2001:db8:252::100".parse().unwrap();
+    add_ipv6(&out.outside.0, "eth0", outside6, 64);
+    let uplink_ip = "10.252.0.2".parse().unwrap();
+    let d = out.start_daemon(uplink_ip, &["--uplink-ip6", "2001:db8:252::2/64", "--uplink-gw6", "2001:db8:252::100"]);
+    // The containers' /80 lies inside the segment's on-link /64: the
+    // outside reaches them by neighbour discovery, answered by the uplink.
+    d.add_net("v6out", "10.120.0.0/24", &["--ipv6", "--subnet6", "2001:db8:252:0:1::/80"]);
+    let c = d.new_port("v6out");
+    let (c6, _) = endpoint_ipv6(&c).unwrap();
+    let capture = PacketSocket::open(&out.outside.0, "eth0");
+
+    ping6(&c.netns, "eth0", outside6, PING).unwrap_or_else(|e| panic!("container → outside over IPv6: {e}"));
+    ping6(&out.outside.0, "eth0", c6, PING).unwrap_or_else(|e| panic!("outside → container over IPv6: {e}"));
+    let uplink_mac = parse_mac(&docker_mac(uplink_ip));
+    let answers = advertisements_for(&capture.collect(Duration::from_millis(300)), c6);
+    assert!(!answers.is_empty(), "the outside saw no neighbour advertisement for {c6}");
+    assert!(answers.iter().all(|(_, mac)| *mac == uplink_mac), "answered with another MAC: {answers:?}");
+
+    // TCP both ways through the uplink, with the container's own address.
+    tcp_stream(&out.outside.0, outside6, &c.netns, 8 << 20).unwrap_or_else(|e| panic!("TCP container → outside: {e}"));
+    tcp_stream(&c.netns, c6, &out.outside.0, 4 << 20).unwrap_or_else(|e| panic!("TCP outside → container: {e}"));
+
+    // A user rule on the uplink applies to IPv6 as to IPv4.
+    let rule =
+        d.vsctl_ok(&["add-rule", "--uplink", "--src", &outside6.to_string(), "--proto", "icmp", "--action", "drop"]);
+    assert!(ping6(&out.outside.0, "eth0", c6, Duration::from_secs(1)).is_err(), "the drop rule let ICMPv6 in");
+    assert!(d.stats().drops("rule") > 0, "the rule's drops are not counted");
+    d.vsctl_ok(&["del-rule", rule.trim()]);
+    ping6(&out.outside.0, "eth0", c6, PING).unwrap_or_else(|e| panic!("outside → container after del-rule: {e}"));
+
+    // An internal network's containers stay inside.
+    d.add_net("v6in", "10.121.0.0/24", &["--internal", "--ipv6", "--subnet6", "2001:db8:252:0:2::/80"]);
+    let i = d.new_port("v6in");
+    let (i6, _) = endpoint_ipv6(&i).unwrap();
+    assert!(ping6(&i.netns, "eth0", outside6, Duration::from_secs(1)).is_err(), "an internal container got out");
+    assert!(ping6(&out.outside.0, "eth0", i6, Duration::from_secs(1)).is_err(), "an internal container was reached");
+}

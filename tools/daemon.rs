@@ -7,7 +7,7 @@
 use crate::control::{Request, Response, RuleSpec};
 use crate::state::{State, Store};
 use crate::{inspect, publish};
-use ipnet::Ipv4Net;
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use ports::endpoint::{self, EndpointSpec, Ipv6Plumbing};
 use ports::tap::Tap;
 use ports::uplink::Uplink;
@@ -16,18 +16,19 @@ use proto::MacAddr;
 use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use switch::conntrack::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use switch::fdb::PortId;
 use switch::filter;
 use switch::model::{self, Endpoint, Ipv6Config, Mapping, Network, UserRule, DEFAULT_MTU, DEFAULT_NETWORK};
 use switch::nat::{Published, PublishedPorts};
-use switch::{ipam, ipam6, Ipv6Spec, NetworkSpec, PortSpec, Switch, UplinkSpec};
+use switch::{ipam, ipam6, Ipv6Spec, NetworkSpec, PortSpec, Switch, UplinkSpec, UplinkSpec6};
 
 type Outcome = Result<Value, String>;
 
-/// `vswitchd --uplink IFACE --uplink-ip CIDR [--uplink-gw IP]`, checked.
+/// `vswitchd --uplink IFACE --uplink-ip CIDR [--uplink-gw IP]
+/// [--uplink-ip6 CIDR] [--uplink-gw6 IP]`, checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UplinkConfig {
     pub ifname: String,
@@ -37,13 +38,25 @@ pub struct UplinkConfig {
     /// The address is the interface's own (no --uplink-ip): the host's
     /// stack answers ARP for it, and must be kept off the NAT ports (README).
     pub shared: bool,
+    /// IPv6 routed out of the uplink, when it has a next hop.
+    pub ipv6: Option<UplinkSpec6>,
+}
+
+/// The uplink flags as given.
+#[derive(Debug, Clone, Default)]
+pub struct UplinkFlags<'a> {
+    pub ip: Option<&'a str>,
+    pub gateway: Option<&'a str>,
+    pub ip6: Option<&'a str>,
+    pub gateway6: Option<&'a str>,
 }
 
 impl UplinkConfig {
     /// Check the uplink flags; without --uplink-gw, the host's default
-    /// route through IFACE gives the next hop.
-    pub fn from_flags(ifname: &str, ip: Option<&str>, gateway: Option<&str>) -> Result<UplinkConfig, String> {
-        let (net, shared) = match ip {
+    /// route through IFACE gives the next hop (the same for IPv6, which is
+    /// routed only when there is a next hop).
+    pub fn from_flags(ifname: &str, flags: &UplinkFlags) -> Result<UplinkConfig, String> {
+        let (net, shared) = match flags.ip {
             Some(ip) => {
                 let net: Ipv4Net = ip.parse().map_err(|_| {
                     format!("invalid --uplink-ip {ip:?}: want an address with its prefix, like 192.0.2.10/24")
@@ -52,7 +65,7 @@ impl UplinkConfig {
             }
             None => (interface_address(ifname)?, true),
         };
-        let gateway = match gateway {
+        let gateway = match flags.gateway {
             Some(text) => ipam::parse_ipv4("--uplink-gw", text)?,
             None => default_gateway_via(ifname)
                 .ok_or_else(|| format!("no default route via {ifname}: give the next hop with --uplink-gw"))?,
@@ -60,8 +73,50 @@ impl UplinkConfig {
         if !net.contains(&gateway) || gateway == net.addr() {
             return Err(format!("--uplink-gw {gateway} is not another host of the uplink's subnet {}", net.trunc()));
         }
-        Ok(UplinkConfig { ifname: ifname.to_string(), ip: net.addr(), gateway, shared })
+        let ipv6 = uplink_ipv6(ifname, flags)?;
+        Ok(UplinkConfig { ifname: ifname.to_string(), ip: net.addr(), gateway, shared, ipv6 })
     }
+}
+
+/// The uplink's IPv6 side from --uplink-ip6 and --uplink-gw6 (or the
+/// host's IPv6 default route through `ifname`); None without a next hop.
+fn uplink_ipv6(ifname: &str, flags: &UplinkFlags) -> Result<Option<UplinkSpec6>, String> {
+    let ip = match flags.ip6 {
+        Some(text) => {
+            let net: Ipv6Net = text.parse().map_err(|_| {
+                format!("invalid --uplink-ip6 {text:?}: want an address with its prefix, like 2001:db8::10/64")
+            })?;
+            Some(net.addr())
+        }
+        None => None,
+    };
+    let gateway = match flags.gateway6 {
+        Some(text) => Some(ipam6::parse_addr("--uplink-gw6", text)?),
+        None => default_gateway6_via(ifname),
+    };
+    match (gateway, ip) {
+        (Some(gateway), _) if Some(gateway) == ip || gateway.is_multicast() || gateway.is_unspecified() => {
+            Err(format!("--uplink-gw6 {gateway} is not another host on the uplink's segment"))
+        }
+        (Some(gateway), ip) => Ok(Some(UplinkSpec6 { ip, gateway })),
+        (None, Some(_)) => Err(format!("no IPv6 default route via {ifname}: give the next hop with --uplink-gw6")),
+        (None, None) => Ok(None),
+    }
+}
+
+/// The next hop of the host's IPv6 default route through `ifname`, from
+/// /proc/net/ipv6_route (destination, prefix, source, prefix, next hop,
+/// metric, refcount, use, flags, interface; addresses in 32 hex digits).
+fn default_gateway6_via(ifname: &str) -> Option<Ipv6Addr> {
+    let table = std::fs::read_to_string("/proc/net/ipv6_route").ok()?;
+    table.lines().find_map(|line| {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        if cols.len() < 10 || cols[9] != ifname || cols[0] != "0".repeat(32) || cols[1] != "00" {
+            return None;
+        }
+        let gw = Ipv6Addr::from(u128::from_str_radix(cols[4], 16).ok()?);
+        (!gw.is_unspecified()).then_some(gw)
+    })
 }
 
 /// The first IPv4 address of `ifname`, for an uplink sharing it.
@@ -161,11 +216,16 @@ impl Daemon {
             queues: vec![Arc::new(port)],
             ip: config.ip,
             gateway: config.gateway,
+            ipv6: config.ipv6,
         };
         self.switch.set_uplink(spec).map_err(io::Error::other)?;
         self.uplink_ip = Some(config.ip);
         self.install_published();
         log::info!("uplink {}: masquerading behind {} via {}", config.ifname, config.ip, config.gateway);
+        match config.ipv6 {
+            Some(v6) => log::info!("uplink {}: routing IPv6 via {}", config.ifname, v6.gateway),
+            None => log::info!("uplink {}: no IPv6 next hop (--uplink-gw6): IPv6 stays inside", config.ifname),
+        }
         if config.shared {
             log::warn!(
                 "uplink {}: sharing the host's address {}: keep the host's stack off ports 32768-60999 and the \
@@ -775,15 +835,22 @@ impl Daemon {
         if let Some(name) = &req.network {
             self.network(name)?;
         }
-        let cidr = |what: &str, text: &Option<String>| -> Result<Option<Ipv4Net>, String> {
-            let parse = |t: &String| -> Result<Ipv4Net, String> {
-                t.parse::<Ipv4Net>()
-                    .or_else(|_| t.parse::<Ipv4Addr>().map(Ipv4Net::from))
-                    .map_err(|_| format!("invalid {what} {t:?}: want an IPv4 CIDR or address"))
+        let cidr = |what: &str, text: &Option<String>| -> Result<Option<IpNet>, String> {
+            let parse = |t: &String| -> Result<IpNet, String> {
+                t.parse::<IpNet>()
+                    .or_else(|_| t.parse::<IpAddr>().map(IpNet::from))
+                    .map_err(|_| format!("invalid {what} {t:?}: want an IPv4 or IPv6 CIDR or address"))
             };
             text.as_ref().map(parse).transpose()
         };
         let (src, dst) = (cidr("--src", &req.src)?, cidr("--dst", &req.dst)?);
+        if let (Some(s), Some(d)) = (src, dst) {
+            if matches!(s, IpNet::V4(_)) != matches!(d, IpNet::V4(_)) {
+                return Err(format!(
+                    "--src {s} and --dst {d} are of different IP versions: the rule could never match"
+                ));
+            }
+        }
         if let Some(p) = req.proto.as_deref().filter(|p| !matches!(*p, "tcp" | "udp" | "icmp")) {
             return Err(format!("invalid --proto {p:?}: want tcp, udp or icmp"));
         }
@@ -968,18 +1035,37 @@ mod tests {
         assert!(parse_unicast_mac("nonsense").is_err());
     }
 
+    fn flags<'a>(ip: Option<&'a str>, gateway: Option<&'a str>) -> UplinkFlags<'a> {
+        UplinkFlags { ip, gateway, ..UplinkFlags::default() }
+    }
+
     #[test]
     fn uplink_flags_are_checked() {
-        let ok = UplinkConfig::from_flags("up0", Some("10.250.0.2/24"), Some("10.250.0.1")).unwrap();
+        let ok = UplinkConfig::from_flags("up0", &flags(Some("10.250.0.2/24"), Some("10.250.0.1"))).unwrap();
         assert_eq!((ok.ip, ok.gateway), ("10.250.0.2".parse().unwrap(), "10.250.0.1".parse().unwrap()));
-        assert!(UplinkConfig::from_flags("nosuch-if", None, None).unwrap_err().contains("no such interface"));
+        assert!(UplinkConfig::from_flags("nosuch-if", &flags(None, None)).unwrap_err().contains("no such interface"));
         assert!(!ok.shared);
-        assert!(UplinkConfig::from_flags("up0", Some("10.250.0.2"), Some("10.250.0.1")).is_err());
-        let off_link = UplinkConfig::from_flags("up0", Some("10.250.0.2/24"), Some("10.9.0.1")).unwrap_err();
+        assert!(UplinkConfig::from_flags("up0", &flags(Some("10.250.0.2"), Some("10.250.0.1"))).is_err());
+        let off_link = UplinkConfig::from_flags("up0", &flags(Some("10.250.0.2/24"), Some("10.9.0.1"))).unwrap_err();
         assert!(off_link.contains("not another host"), "{off_link}");
-        assert!(UplinkConfig::from_flags("nosuch-if", Some("10.250.0.2/24"), None)
+        assert!(UplinkConfig::from_flags("nosuch-if", &flags(Some("10.250.0.2/24"), None))
             .unwrap_err()
             .contains("no default route"));
+    }
+
+    #[test]
+    fn uplink_ipv6_flags_are_checked() {
+        let v6 = |ip6: Option<&'static str>, gateway6: Option<&'static str>| {
+            let f = UplinkFlags { ip6, gateway6, ..flags(Some("10.250.0.2/24"), Some("10.250.0.1")) };
+            UplinkConfig::from_flags("nosuch-if", &f).map(|c| c.ipv6)
+        };
+        assert_eq!(v6(None, None).unwrap(), None, "no next hop: IPv6 not routed");
+        let both = v6(Some("2001:db8::2/64"), Some("fe80::1")).unwrap().unwrap();
+        assert_eq!((both.ip, both.gateway), (Some("2001:db8::2".parse().unwrap()), "fe80::1".parse().unwrap()));
+        assert!(v6(Some("2001:db8::2"), Some("fe80::1")).unwrap_err().contains("--uplink-ip6"));
+        assert!(v6(Some("2001:db8::2/64"), None).unwrap_err().contains("--uplink-gw6"));
+        assert!(v6(None, Some("nonsense")).unwrap_err().contains("--uplink-gw6"));
+        assert!(v6(Some("2001:db8::2/64"), Some("2001:db8::2")).unwrap_err().contains("not another host"));
     }
 
     #[test]

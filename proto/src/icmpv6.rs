@@ -81,6 +81,49 @@ pub fn write_echo_reply(out: &mut [u8], ip: &ipv6::Packet, requester: MacAddr, o
     Some(frame_len)
 }
 
+/// An ICMPv6 error message, with the packet it is about, fits the IPv6
+/// minimum MTU (RFC 4443 2.4 (c)).
+const MAX_ERROR_PACKET: usize = 1280;
+
+/// Write into `out` the frame carrying an ICMPv6 error (`kind`, `code`,
+/// the 32-bit parameter: MTU for packet-too-big, else 0) about the IPv6
+/// packet `offending`, from `from` to the packet's source at `to_mac`; as
+/// much of the offending packet is quoted as fits in 1280 bytes. Returns
+/// the frame length (0 when `out` is too small).
+pub fn write_error(
+    out: &mut [u8],
+    (kind, code, param): (u8, u8, u32),
+    offending: &ipv6::Packet,
+    from: (MacAddr, Ipv6Addr),
+    to_mac: MacAddr,
+) -> usize {
+    let quoted_bytes = offending.bytes();
+    let quoted = quoted_bytes.len().min(MAX_ERROR_PACKET - ipv6::HEADER_LEN - 8);
+    let msg_len = 8 + quoted;
+    let start = ethernet::HEADER_LEN + ipv6::HEADER_LEN;
+    if out.len() < start + msg_len {
+        return 0;
+    }
+    ethernet::write_header(out, to_mac, from.0, ETHERTYPE_IPV6);
+    let (src, dst) = (from.1, offending.src());
+    let header = ipv6::Header { src, dst, next_header: NEXT_ICMPV6, hop_limit: 255, payload_len: msg_len };
+    ipv6::write_header(&mut out[ethernet::HEADER_LEN..], &header);
+    let msg = &mut out[start..start + msg_len];
+    msg[..4].copy_from_slice(&[kind, code, 0, 0]);
+    msg[4..8].copy_from_slice(&param.to_be_bytes());
+    msg[8..].copy_from_slice(&quoted_bytes[..quoted]);
+    seal(src, dst, msg);
+    start + msg_len
+}
+
+/// Whether `ip` may be answered with an ICMPv6 error (RFC 4443 2.4 (e)):
+/// not an error message itself, not to or from a multicast or unspecified
+/// address.
+pub fn may_answer_with_error(ip: &ipv6::Packet) -> bool {
+    let is_error = message(ip).is_some_and(|m| m[0] < 128);
+    !is_error && !ip.dst().is_multicast() && !ip.src().is_multicast() && !ip.src().is_unspecified()
+}
+
 /// Build an echo request frame (used by tests and benches).
 pub fn write_echo_request(
     out: &mut [u8],
@@ -126,6 +169,25 @@ mod tests {
         assert_eq!(msg[0], TYPE_ECHO_REPLY);
         assert!(checksum_ok(&reply, msg));
         assert_eq!(&msg[8..], b"hello");
+    }
+
+    #[test]
+    fn errors_quote_the_packet_up_to_the_minimum_mtu() {
+        let (a, b): (Ipv6Addr, Ipv6Addr) = ("2001:db8::2".parse().unwrap(), "2001:db8:9::9".parse().unwrap());
+        let mut big = vec![0u8; 3000];
+        let n = write_echo_request(&mut big, (A, a), (B, b), 1, 1, &[7u8; 2000]);
+        let ip = ipv6::Packet::parse(&big[14..n]).unwrap();
+        assert!(may_answer_with_error(&ip));
+        let mut out = [0u8; 2048];
+        let gw: Ipv6Addr = "2001:db8::1".parse().unwrap();
+        let m = write_error(&mut out, (TYPE_PACKET_TOO_BIG, 0, 1500), &ip, (B, gw), A);
+        assert_eq!(m, 14 + 1280);
+        let err = ipv6::Packet::parse(&out[14..m]).unwrap();
+        let msg = message(&err).unwrap();
+        assert_eq!((err.src(), err.dst(), msg[0]), (gw, a, TYPE_PACKET_TOO_BIG));
+        assert_eq!(u32::from_be_bytes(msg[4..8].try_into().unwrap()), 1500);
+        assert!(checksum_ok(&err, msg));
+        assert!(!may_answer_with_error(&err), "never an error about an error");
     }
 
     #[test]

@@ -58,6 +58,12 @@ impl<'a> Packet<'a> {
         addr_at(self.buf, 24)
     }
 
+    /// The whole packet, header included (up to its payload length).
+    #[inline]
+    pub fn bytes(&self) -> &'a [u8] {
+        self.buf
+    }
+
     #[inline]
     pub fn payload(&self) -> &'a [u8] {
         &self.buf[HEADER_LEN..]

@@ -9,6 +9,7 @@ use crate::conntrack::{self, Conntrack, DEFAULT_MAX_ENTRIES};
 use crate::fdb::{self, Fdb, PortId};
 use crate::filter;
 use crate::nat::{Fragments, PublishedPorts, Uplink};
+use crate::route6::Uplink6;
 use crate::stats::{ConntrackReport, DropCounters, PortCounters, PortReport, Report, WorkerCounters, WorkerReport};
 use crate::worker::{self, Engine, Waker};
 use arc_swap::ArcSwap;
@@ -76,6 +77,18 @@ pub struct UplinkSpec {
     /// The address is the interface's own: use its MAC and leave ARP for
     /// it to the host. None: the switch is a separate host on the segment.
     pub shared_mac: Option<MacAddr>,
+    /// IPv6 routed out of the uplink (no NAT).
+    pub ipv6: Option<UplinkSpec6>,
+}
+
+/// The uplink's IPv6 side.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UplinkSpec6 {
+    /// The switch's own global address on the segment (else it speaks from
+    /// its link-local address).
+    pub ip: Option<Ipv6Addr>,
+    /// Next hop for IPv6 beyond the networks.
+    pub gateway: Ipv6Addr,
 }
 
 /// The data-path network index of the uplink port (no bridge domain).
@@ -319,6 +332,7 @@ impl Switch {
         if let Some(mac) = spec.shared_mac {
             uplink.share_host_address(mac);
         }
+        uplink.v6 = spec.ipv6.map(|v6| Uplink6::new(v6.ip, v6.gateway, uplink.mac, spec.shared_mac.is_none()));
         let uplink = Arc::new(uplink);
         self.publish(|s| {
             s.ports.insert(port.id, port.clone());

@@ -2,11 +2,14 @@
 //! order, first match wins (Docker's DOCKER-USER chain). A rule is scoped to
 //! the frames entering from one network's ports, to those entering on the
 //! uplink (as they arrive: addressed to the uplink address and the
-//! published host port), or to both.
+//! published host port), or to both. Rules speak of IPv4 and IPv6 alike: a
+//! rule with an address matches packets of that address's family, one
+//! without matches both, and `icmp` stands for ICMPv6 too.
 
-use ipnet::Ipv4Net;
-use proto::ethernet::{self, ETHERTYPE_IPV4};
-use proto::ipv4;
+use ipnet::IpNet;
+use proto::ethernet::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
+use proto::{ipv4, ipv6};
+use std::net::IpAddr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Scope {
@@ -25,9 +28,9 @@ pub enum Action {
 pub struct Rule {
     pub id: u32,
     pub scope: Scope,
-    pub src: Option<Ipv4Net>,
-    pub dst: Option<Ipv4Net>,
-    /// IP protocol number.
+    pub src: Option<IpNet>,
+    pub dst: Option<IpNet>,
+    /// IP protocol number (ICMP's, 1, for ICMPv6 too).
     pub proto: Option<u8>,
     /// TCP/UDP destination port.
     pub dport: Option<u16>,
@@ -50,32 +53,55 @@ impl Rule {
         }
     }
 
-    fn matches(&self, ip: &ipv4::Packet, dport: Option<u16>) -> bool {
-        self.src.is_none_or(|n| n.contains(&ip.src()))
-            && self.dst.is_none_or(|n| n.contains(&ip.dst()))
-            && self.proto.is_none_or(|p| p == ip.protocol())
-            && self.dport.is_none_or(|p| Some(p) == dport)
+    fn matches(&self, ip: &Header) -> bool {
+        self.src.is_none_or(|n| n.contains(&ip.src))
+            && self.dst.is_none_or(|n| n.contains(&ip.dst))
+            && self.proto.is_none_or(|p| p == ip.proto)
+            && self.dport.is_none_or(|p| Some(p) == ip.dport)
     }
 }
 
-/// The action of the first rule matching an IPv4 frame entering at
-/// `entry`, if any. Frames other than IPv4 pass: rules speak of addresses.
+/// What rules look at in a packet of either family.
+struct Header {
+    src: IpAddr,
+    dst: IpAddr,
+    proto: u8,
+    dport: Option<u16>,
+}
+
+/// The action of the first rule matching an IP frame entering at `entry`,
+/// if any. Other frames (ARP) pass: rules speak of addresses.
 pub fn verdict(rules: &[Rule], entry: Entry, frame: &[u8]) -> Option<Action> {
     if rules.is_empty() {
         return None;
     }
     let eth = ethernet::Frame::parse(frame).ok()?;
-    if eth.ethertype() != ETHERTYPE_IPV4 {
-        return None;
-    }
-    let ip = ipv4::Packet::parse(eth.payload()).ok()?;
-    let dport = destination_port(&ip);
-    rules.iter().filter(|r| r.applies_at(entry)).find(|r| r.matches(&ip, dport)).map(|r| r.action)
+    let header = match eth.ethertype() {
+        ETHERTYPE_IPV4 => ipv4_header(&ipv4::Packet::parse(eth.payload()).ok()?),
+        ETHERTYPE_IPV6 => ipv6_header(&ipv6::Packet::parse(eth.payload()).ok()?),
+        _ => return None,
+    };
+    rules.iter().filter(|r| r.applies_at(entry)).find(|r| r.matches(&header)).map(|r| r.action)
 }
 
-fn destination_port(ip: &ipv4::Packet) -> Option<u16> {
-    let l4 = ip.payload();
+fn ipv4_header(ip: &ipv4::Packet) -> Header {
     let has_ports = matches!(ip.protocol(), ipv4::PROTO_TCP | ipv4::PROTO_UDP) && !ip.is_fragment();
+    let dport = destination_port(ip.payload(), has_ports);
+    Header { src: ip.src().into(), dst: ip.dst().into(), proto: ip.protocol(), dport }
+}
+
+/// IPv6 without extension headers is looked into; a packet behind one
+/// (hop-by-hop options, fragments) shows its next header and no port.
+fn ipv6_header(ip: &ipv6::Packet) -> Header {
+    let proto = match ip.next_header() {
+        ipv6::NEXT_ICMPV6 => ipv4::PROTO_ICMP,
+        other => other,
+    };
+    let dport = destination_port(ip.payload(), matches!(proto, ipv4::PROTO_TCP | ipv4::PROTO_UDP));
+    Header { src: ip.src().into(), dst: ip.dst().into(), proto, dport }
+}
+
+fn destination_port(l4: &[u8], has_ports: bool) -> Option<u16> {
     (has_ports && l4.len() >= 4).then(|| u16::from_be_bytes([l4[2], l4[3]]))
 }
 
@@ -119,5 +145,29 @@ mod tests {
         r.dst = Some("192.0.2.0/24".parse().unwrap());
         assert_eq!(verdict(&[r.clone()], Entry::Uplink, &tcp_to(Ipv4Addr::new(192, 0, 2, 9), 1)), Some(Action::Drop));
         assert_eq!(verdict(&[r], Entry::Uplink, &tcp_to(Ipv4Addr::new(198, 51, 100, 9), 1)), None);
+    }
+
+    fn tcp6_to(dst: &str, dport: u16) -> Vec<u8> {
+        let mut f = vec![0u8; 14 + 40 + 20];
+        ethernet::write_header(&mut f, MacAddr([2, 0, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]), ETHERTYPE_IPV6);
+        let (src, dst) = ("2001:db8::2".parse().unwrap(), dst.parse().unwrap());
+        let h = ipv6::Header { src, dst, next_header: ipv4::PROTO_TCP, hop_limit: 64, payload_len: 20 };
+        ipv6::write_header(&mut f[14..], &h);
+        f[54 + 2..54 + 4].copy_from_slice(&dport.to_be_bytes());
+        f
+    }
+
+    #[test]
+    fn rules_speak_of_ipv6_too() {
+        let any_family = rule(1, Scope::Everywhere, Some(8080), Action::Drop);
+        assert_eq!(verdict(&[any_family], Entry::Uplink, &tcp6_to("2001:db8:9::9", 8080)), Some(Action::Drop));
+        let mut v6 = rule(1, Scope::Everywhere, None, Action::Drop);
+        v6.dst = Some("2001:db8:9::/48".parse().unwrap());
+        assert_eq!(verdict(&[v6.clone()], Entry::Uplink, &tcp6_to("2001:db8:9::9", 1)), Some(Action::Drop));
+        assert_eq!(verdict(&[v6.clone()], Entry::Uplink, &tcp6_to("2001:db8:8::9", 1)), None);
+        assert_eq!(verdict(&[v6], Entry::Uplink, &tcp_to(Ipv4Addr::new(192, 0, 2, 9), 1)), None, "other family");
+        let mut v4 = rule(1, Scope::Everywhere, None, Action::Drop);
+        v4.dst = Some("0.0.0.0/0".parse().unwrap());
+        assert_eq!(verdict(&[v4], Entry::Uplink, &tcp6_to("2001:db8:9::9", 1)), None, "an IPv4 rule spares IPv6");
     }
 }

@@ -11,7 +11,8 @@ pub mod ipam6;
 pub mod model;
 pub mod nat;
 pub mod pipeline;
+pub mod route6;
 pub mod stats;
 mod worker;
 
-pub use datapath::{Ipv6Spec, NetworkSpec, PortSpec, Switch, UplinkSpec};
+pub use datapath::{Ipv6Spec, NetworkSpec, PortSpec, Switch, UplinkSpec, UplinkSpec6};

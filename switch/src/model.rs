@@ -1,6 +1,6 @@
 //! The desired state the daemon keeps and persists: networks and endpoints.
 
-use ipnet::{Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use proto::MacAddr;
 use serde::{Deserialize, Serialize};
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -91,8 +91,8 @@ pub struct UserRule {
     /// Frames entering on the uplink only.
     #[serde(default)]
     pub uplink: bool,
-    pub src: Option<Ipv4Net>,
-    pub dst: Option<Ipv4Net>,
+    pub src: Option<IpNet>,
+    pub dst: Option<IpNet>,
     /// "tcp", "udp" or "icmp".
     pub proto: Option<String>,
     pub dport: Option<u16>,

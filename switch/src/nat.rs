@@ -9,7 +9,7 @@ use crate::fdb::PortId;
 use crate::filter;
 use crate::pipeline::{Context, Verdict};
 use crate::stats::DropReason;
-use proto::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4};
+use proto::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use proto::offload::Offload;
 use proto::{arp, checksum, icmp, ipv4, MacAddr};
 use std::net::Ipv4Addr;
@@ -36,6 +36,8 @@ pub struct Uplink {
     /// The next hop's MAC once ARP told it (0: not yet).
     gateway_mac: AtomicU64,
     last_arp_request: AtomicU32,
+    /// The IPv6 side, when IPv6 is routed out of the uplink.
+    pub v6: Option<crate::route6::Uplink6>,
 }
 
 impl Uplink {
@@ -49,6 +51,7 @@ impl Uplink {
             answers_arp: true,
             gateway_mac: AtomicU64::new(0),
             last_arp_request: AtomicU32::new(u32::MAX),
+            v6: None,
         }
     }
 
@@ -274,6 +277,7 @@ pub(crate) fn from_uplink(ctx: &UplinkContext, frame: &mut [u8], offload: &Offlo
         ETHERTYPE_IPV4 if eth.dst() == ctx.uplink.mac => {
             deliver_in(ctx.snap, ctx.shared, ctx.now, ctx.uplink, frame, offload, scratch)
         }
+        ETHERTYPE_IPV6 => crate::route6::from_uplink(ctx, frame, scratch),
         _ => Verdict::Drop(DropReason::NotForUs),
     }
 }

@@ -70,6 +70,9 @@ pub fn process(ctx: &Context, frame: &mut [u8], offload: &mut Offload, scratch: 
         if eth.ethertype() == ETHERTYPE_IPV4 && routed_beyond(ctx, &eth) {
             return crate::nat::route_out(ctx, frame, offload, scratch);
         }
+        if eth.ethertype() == ETHERTYPE_IPV6 && routed_beyond6(ctx, &eth) {
+            return crate::route6::route_out(ctx, frame, offload, scratch);
+        }
         if offload.needs_csum() {
             if gso::finish_checksum(frame, offload).is_err() {
                 return Verdict::Drop(DropReason::Malformed);
@@ -89,6 +92,12 @@ pub fn process(ctx: &Context, frame: &mut [u8], offload: &mut Offload, scratch: 
 /// Addressed to the gateway's MAC but not to its address: to be routed.
 fn routed_beyond(ctx: &Context, eth: &ethernet::Frame) -> bool {
     ipv4::Packet::parse(eth.payload()).is_ok_and(|ip| ip.dst() != ctx.net.spec.gateway)
+}
+
+/// The IPv6 twin: for the gateway's MAC, not for one of its addresses.
+fn routed_beyond6(ctx: &Context, eth: &ethernet::Frame) -> bool {
+    ctx.net.spec.ipv6.is_some()
+        && ipv6::Packet::parse(eth.payload()).is_ok_and(|ip| !ctx.net.spec.is_gateway6(ip.dst()))
 }
 
 /// Parse the Ethernet header and check the header of what it carries, so

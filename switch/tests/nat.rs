@@ -61,6 +61,7 @@ fn lab_with(internal: bool, masquerade: bool, shared_mac: Option<MacAddr>) -> La
         gateway: NEXT_HOP,
         mtu: 1500,
         shared_mac,
+        ipv6: None,
     };
     sw.set_uplink(spec).unwrap();
     Lab { sw, container, uplink }

@@ -31,6 +31,10 @@ fn gateway_mac() -> MacAddr {
 }
 
 fn network(sw: &Switch, index: u32, dual_stack: bool) {
+    network_with(sw, index, dual_stack, true)
+}
+
+fn network_with(sw: &Switch, index: u32, dual_stack: bool, icc: bool) {
     let gateway = Ipv4Addr::new(10, index as u8, 0, 1);
     sw.add_network(NetworkSpec {
         index,
@@ -39,7 +43,7 @@ fn network(sw: &Switch, index: u32, dual_stack: bool) {
         gateway,
         gateway_mac: MacAddr::from_ipv4(gateway),
         internal: false,
-        icc: true,
+        icc,
         masquerade: true,
         ipv6: dual_stack.then(|| Ipv6Spec { subnet: "2001:db8:1::/64".parse().unwrap(), gateway: GATEWAY6 }),
     })
@@ -213,4 +217,19 @@ fn ipv4_only_networks_leave_ndp_to_the_namespaces() {
     send(&sw, &a, solicit(a.ndp(), b.ip6));
     assert!(a.port.take_all().is_empty(), "no proxy answer");
     assert_eq!(b.port.take_all().len(), 1, "flooded like any multicast");
+}
+
+#[test]
+fn with_icc_off_ipv6_reaches_only_the_gateway() {
+    let sw = Switch::start(0).unwrap();
+    network_with(&sw, 1, true, false);
+    let (a, b) = (host(&sw, 1, 2), host(&sw, 1, 3));
+    let mut f = vec![0u8; 128];
+    let n = icmpv6::write_echo_request(&mut f, (a.mac, a.ip6), (b.mac, b.ip6), 1, 1, b"hi");
+    send(&sw, &a, f[..n].to_vec());
+    assert!(b.port.take_all().is_empty(), "container to container with ICC off");
+    assert_eq!(sw.report().drops.icc, 1);
+    let n = icmpv6::write_echo_request(&mut f, (a.mac, a.ip6), (gateway_mac(), GATEWAY6), 1, 1, b"hi");
+    send(&sw, &a, f[..n].to_vec());
+    assert_eq!(a.port.take_all().len(), 1, "the gateway still answers");
 }

@@ -128,3 +128,24 @@ pub fn solicitations_for(frames: &[Vec<u8>], target: Ipv6Addr) -> usize {
         })
         .count()
 }
+
+/// Give `ifname` in `ns` the IPv6 address `addr/prefix_len` (no DAD).
+pub fn add_ipv6(ns: &str, ifname: &str, addr: Ipv6Addr, prefix_len: u8) {
+    let index = ifindex_in(ns, ifname);
+    in_ns(ns, move || netlink::add_ipv6_addr(index, addr, prefix_len, false))
+        .unwrap_or_else(|e| panic!("add {addr} in {ns}: {e}"));
+}
+
+/// Neighbour advertisements in `frames` for `target`, as (sender MAC, target MAC option).
+pub fn advertisements_for(frames: &[Vec<u8>], target: Ipv6Addr) -> Vec<([u8; 6], [u8; 6])> {
+    frames
+        .iter()
+        .filter_map(|f| {
+            let eth = proto::ethernet::Frame::parse(f).ok()?;
+            let ip = proto::ipv6::Packet::parse(eth.payload()).ok()?;
+            let m = proto::icmpv6::message(&ip)?;
+            let is_it = m[0] == proto::icmpv6::TYPE_NEIGHBOR_ADVERT && m.len() >= 32 && m[8..24] == target.octets();
+            is_it.then(|| (eth.src().0, m[26..32].try_into().unwrap()))
+        })
+        .collect()
+}

@@ -131,8 +131,10 @@ enum Command {
         /// Only frames entering on the uplink (addressed to the uplink address and host port).
         #[arg(long, conflicts_with = "net")]
         uplink: bool,
+        /// Source address or CIDR, IPv4 or IPv6 (a rule matches its family; without addresses, both).
         #[arg(long, value_name = "CIDR")]
         src: Option<String>,
+        /// Destination address or CIDR, IPv4 or IPv6.
         #[arg(long, value_name = "CIDR")]
         dst: Option<String>,
         #[arg(long, value_parser = ["tcp", "udp", "icmp"])]

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
-use vswitch::daemon::{Daemon, UplinkConfig};
+use vswitch::daemon::{Daemon, UplinkConfig, UplinkFlags};
 use vswitch::server::Server;
 use vswitch::state::Store;
 use vswitch::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
@@ -33,6 +33,14 @@ struct Args {
     /// Next hop beyond the networks (default: the host's default route via IFACE).
     #[arg(long, value_name = "IP", requires = "uplink")]
     uplink_gw: Option<String>,
+    /// The switch's own IPv6 address (with prefix) on the uplink's segment
+    /// (default: it speaks from its link-local address).
+    #[arg(long, value_name = "CIDR", requires = "uplink")]
+    uplink_ip6: Option<String>,
+    /// IPv6 next hop beyond the networks (default: the host's IPv6 default
+    /// route via IFACE; with neither, IPv6 is not routed out).
+    #[arg(long, value_name = "IP", requires = "uplink")]
+    uplink_gw6: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -55,7 +63,15 @@ fn run(args: &Args) -> Result<(), String> {
     let uplink = args
         .uplink
         .as_deref()
-        .map(|ifname| UplinkConfig::from_flags(ifname, args.uplink_ip.as_deref(), args.uplink_gw.as_deref()))
+        .map(|ifname| {
+            let flags = UplinkFlags {
+                ip: args.uplink_ip.as_deref(),
+                gateway: args.uplink_gw.as_deref(),
+                ip6: args.uplink_ip6.as_deref(),
+                gateway6: args.uplink_gw6.as_deref(),
+            };
+            UplinkConfig::from_flags(ifname, &flags)
+        })
         .transpose()?;
     let store = Store::new(&args.state_dir).map_err(|e| e.to_string())?;
     let _lock = lock_state_dir(&args.state_dir)?;

@@ -1,0 +1,194 @@
+//! IPv6 routed through the uplink, with in-memory ports: containers'
+//! packets leave with their own addresses towards the next hop, packets
+//! from outside reach the container, the uplink answers neighbour
+//! solicitations for containers' addresses, ICMPv6 errors where due.
+
+use ports::mem::MemPort;
+use proto::ethernet;
+use proto::{icmpv6, ipv6, ndp, MacAddr};
+use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
+use switch::{Ipv6Spec, NetworkSpec, PortSpec, Switch, UplinkSpec, UplinkSpec6};
+
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
+const CONTAINER6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 1, 0, 0, 2);
+const UPLINK_IP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 2);
+const NEXT_HOP6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 0, 0, 0, 1);
+const NEXT_HOP_MAC: MacAddr = MacAddr([2, 0, 0, 0, 0, 0xfe]);
+const REMOTE6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 99, 0, 0, 0, 0, 7);
+
+struct Lab {
+    sw: Switch,
+    container: Arc<MemPort>,
+    container_mac: MacAddr,
+    uplink: Arc<MemPort>,
+}
+
+fn gateway_mac() -> MacAddr {
+    MacAddr::from_ipv4(GATEWAY)
+}
+
+fn lab(internal: bool) -> Lab {
+    let sw = Switch::start(0).unwrap();
+    sw.add_network(NetworkSpec {
+        index: 1,
+        name: "n".into(),
+        subnet: "10.1.0.0/16".parse().unwrap(),
+        gateway: GATEWAY,
+        gateway_mac: gateway_mac(),
+        internal,
+        icc: true,
+        masquerade: true,
+        // Inside the uplink's on-link /64: the router reaches containers by NDP.
+        ipv6: Some(Ipv6Spec {
+            subnet: "2001:db8:1:0:1::/80".parse().unwrap(),
+            gateway: "2001:db8:1:0:1::1".parse().unwrap(),
+        }),
+    })
+    .unwrap();
+    let container = Arc::new(MemPort::with_offloads(256));
+    let container_mac = MacAddr([2, 0x42, 10, 1, 0, 2]);
+    let spec = PortSpec {
+        network: 1,
+        name: "c".into(),
+        mac: container_mac,
+        ipv4: Ipv4Addr::new(10, 1, 0, 2),
+        ipv6: Some(CONTAINER6),
+        queues: vec![container.clone()],
+    };
+    sw.add_port(spec).unwrap();
+    let uplink = Arc::new(MemPort::with_offloads(256));
+    sw.set_uplink(UplinkSpec {
+        name: "up".into(),
+        queues: vec![uplink.clone()],
+        ip: Ipv4Addr::new(192, 0, 2, 2),
+        gateway: Ipv4Addr::new(192, 0, 2, 1),
+        mtu: 1500,
+        shared_mac: None,
+        ipv6: Some(UplinkSpec6 { ip: Some(UPLINK_IP6), gateway: NEXT_HOP6 }),
+    })
+    .unwrap();
+    // The IPv4 next hop's ARP request: not what these tests are about.
+    sw.poll_all();
+    uplink.take_all();
+    Lab { sw, container, container_mac, uplink }
+}
+
+/// An echo request frame of `payload_len` bytes.
+fn echo(src: Ipv6Addr, dst: Ipv6Addr, macs: (MacAddr, MacAddr), hop_limit: u8, payload_len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 40 + 8 + payload_len];
+    let n = icmpv6::write_echo_request(&mut f, (macs.0, src), (macs.1, dst), 5, 1, &vec![0x5a; payload_len]);
+    f.truncate(n);
+    f[14 + 7] = hop_limit;
+    f
+}
+
+impl Lab {
+    fn send_from_container(&self, frame: Vec<u8>) {
+        self.container.inject(frame);
+        self.sw.poll_all();
+    }
+
+    fn send_from_uplink(&self, frame: Vec<u8>) {
+        self.uplink.inject(frame);
+        self.sw.poll_all();
+    }
+
+    /// Send a packet out, answer the solicitation for the next hop, send again.
+    fn resolve_next_hop(&self) -> MacAddr {
+        self.send_from_container(echo(CONTAINER6, REMOTE6, (self.container_mac, gateway_mac()), 64, 8));
+        let sent = self.uplink.take_all();
+        assert_eq!(sent.len(), 1, "one solicitation for the next hop");
+        let eth = ethernet::Frame::parse(&sent[0]).unwrap();
+        let ip = ipv6::Packet::parse(eth.payload()).unwrap();
+        let s = ndp::parse_solicit(&ip).unwrap().expect("a neighbour solicitation");
+        assert_eq!((s.target, s.src), (NEXT_HOP6, UPLINK_IP6));
+        let mut na = vec![0u8; 128];
+        let to = ndp::Host { mac: eth.src(), ip: UPLINK_IP6 };
+        let n = ndp::write_advert(&mut na, ndp::Host { mac: NEXT_HOP_MAC, ip: NEXT_HOP6 }, to, ndp::FLAG_SOLICITED);
+        na.truncate(n);
+        self.send_from_uplink(na);
+        eth.src()
+    }
+}
+
+#[test]
+fn a_containers_packet_leaves_with_its_own_address_towards_the_next_hop() {
+    let lab = lab(false);
+    let uplink_mac = lab.resolve_next_hop();
+    lab.send_from_container(echo(CONTAINER6, REMOTE6, (lab.container_mac, gateway_mac()), 64, 8));
+    let out = lab.uplink.take_all();
+    assert_eq!(out.len(), 1);
+    let eth = ethernet::Frame::parse(&out[0]).unwrap();
+    let ip = ipv6::Packet::parse(eth.payload()).unwrap();
+    assert_eq!((eth.dst(), eth.src()), (NEXT_HOP_MAC, uplink_mac));
+    assert_eq!((ip.src(), ip.dst(), ip.hop_limit()), (CONTAINER6, REMOTE6, 63), "routed, not translated");
+    assert!(icmpv6::checksum_ok(&ip, icmpv6::message(&ip).unwrap()));
+}
+
+#[test]
+fn the_uplink_answers_solicitations_for_container_addresses() {
+    let lab = lab(false);
+    let mut ns = vec![0u8; 128];
+    let n = ndp::write_solicit(&mut ns, ndp::Host { mac: NEXT_HOP_MAC, ip: NEXT_HOP6 }, CONTAINER6);
+    ns.truncate(n);
+    lab.send_from_uplink(ns);
+    let out = lab.uplink.take_all();
+    assert_eq!(out.len(), 1, "an advertisement for the container's address");
+    let eth = ethernet::Frame::parse(&out[0]).unwrap();
+    let ip = ipv6::Packet::parse(eth.payload()).unwrap();
+    let msg = icmpv6::message(&ip).unwrap();
+    assert_eq!((msg[0], eth.dst(), ip.dst()), (icmpv6::TYPE_NEIGHBOR_ADVERT, NEXT_HOP_MAC, NEXT_HOP6));
+    assert_eq!(&msg[8..24], &CONTAINER6.octets());
+    assert_eq!(&msg[26..32], &eth.src().0, "answered with the uplink's MAC");
+    assert!(lab.container.take_all().is_empty(), "the container never sees the outside's NDP");
+}
+
+#[test]
+fn a_packet_from_outside_reaches_the_container() {
+    let lab = lab(false);
+    let uplink_mac = lab.resolve_next_hop();
+    lab.uplink.take_all();
+    lab.container.take_all();
+    lab.send_from_uplink(echo(REMOTE6, CONTAINER6, (NEXT_HOP_MAC, uplink_mac), 60, 8));
+    let got = lab.container.take_all();
+    assert_eq!(got.len(), 1);
+    let eth = ethernet::Frame::parse(&got[0]).unwrap();
+    let ip = ipv6::Packet::parse(eth.payload()).unwrap();
+    assert_eq!((eth.dst(), eth.src(), ip.hop_limit()), (lab.container_mac, gateway_mac(), 59));
+}
+
+#[test]
+fn hop_limit_and_size_get_icmpv6_errors() {
+    let lab = lab(false);
+    lab.resolve_next_hop();
+    lab.container.take_all();
+    lab.send_from_container(echo(CONTAINER6, REMOTE6, (lab.container_mac, gateway_mac()), 1, 8));
+    lab.send_from_container(echo(CONTAINER6, REMOTE6, (lab.container_mac, gateway_mac()), 64, 1600));
+    let got = lab.container.take_all();
+    assert_eq!(got.len(), 2, "two errors back to the container");
+    let kinds: Vec<(u8, u32)> = got
+        .iter()
+        .map(|f| {
+            let ip = ipv6::Packet::parse(&f[14..]).unwrap();
+            let msg = icmpv6::message(&ip).unwrap();
+            assert!(icmpv6::checksum_ok(&ip, msg));
+            assert_eq!((ip.src(), ip.dst()), ("2001:db8:1:0:1::1".parse().unwrap(), CONTAINER6));
+            (msg[0], u32::from_be_bytes(msg[4..8].try_into().unwrap()))
+        })
+        .collect();
+    assert_eq!(kinds, [(icmpv6::TYPE_TIME_EXCEEDED, 0), (icmpv6::TYPE_PACKET_TOO_BIG, 1500)]);
+    assert!(lab.uplink.take_all().is_empty(), "neither left");
+}
+
+#[test]
+fn internal_networks_are_neither_routed_nor_proxied() {
+    let lab = lab(true);
+    lab.send_from_container(echo(CONTAINER6, REMOTE6, (lab.container_mac, gateway_mac()), 64, 8));
+    assert!(lab.uplink.take_all().is_empty(), "nothing leaves an internal network");
+    let mut ns = vec![0u8; 128];
+    let n = ndp::write_solicit(&mut ns, ndp::Host { mac: NEXT_HOP_MAC, ip: NEXT_HOP6 }, CONTAINER6);
+    ns.truncate(n);
+    lab.send_from_uplink(ns);
+    assert!(lab.uplink.take_all().is_empty(), "an internal container's address is not answered for");
+}
