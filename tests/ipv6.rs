@@ -5,7 +5,8 @@
 
 mod common;
 
-use std::net::Ipv6Addr;
+use std::io::{Read, Write};
+use std::net::{Ipv6Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::ipv6::*;
@@ -20,6 +21,42 @@ fn has_default_route_via_fe80_1(ns: &str) -> bool {
         let cols: Vec<&str> = l.split_whitespace().collect();
         cols.len() > 4 && cols[0] == "0".repeat(32) && cols[1] == "00" && cols[4] == "fe800000000000000000000000000001"
     })
+}
+
+/// Serve one TCP echo on [server_ip]:port in `server_ns`; connect from
+/// `client_ns` to [dst]:dst_port, send a greeting and read it back.
+/// Returns the address the server saw the client at.
+fn published_echo_once(
+    server_ns: &str,
+    server_ip: Ipv6Addr,
+    port: u16,
+    client_ns: &str,
+    dst: Ipv6Addr,
+    dst_port: u16,
+) -> Result<Ipv6Addr, String> {
+    let listener = in_ns(server_ns, move || TcpListener::bind((server_ip, port))).map_err(|e| e.to_string())?;
+    let server = std::thread::spawn(move || -> Result<Ipv6Addr, String> {
+        let (mut conn, peer) = listener.accept().map_err(|e| e.to_string())?;
+        conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+        let mut buf = [0u8; 64];
+        let n = conn.read(&mut buf).map_err(|e| e.to_string())?;
+        conn.write_all(&buf[..n]).map_err(|e| e.to_string())?;
+        match peer {
+            SocketAddr::V6(p) => Ok(*p.ip()),
+            other => Err(format!("peer {other}")),
+        }
+    });
+    let to = SocketAddr::from((dst, dst_port));
+    let mut conn = in_ns(client_ns, move || TcpStream::connect_timeout(&to, Duration::from_secs(5)))
+        .map_err(|e| format!("connect {to}: {e}"))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5))).ok();
+    conn.write_all(b"hello over v6").map_err(|e| e.to_string())?;
+    let mut buf = [0u8; 64];
+    let n = conn.read(&mut buf).map_err(|e| format!("read echo: {e}"))?;
+    if &buf[..n] != b"hello over v6" {
+        return Err(format!("echo was {:?}", &buf[..n]));
+    }
+    server.join().map_err(|_| "server panicked".to_string())?
 }
 
 #[test]
@@ -171,6 +208,13 @@ fn ipv6_is_routed_to_the_outside_with_the_uplink_answering_ndp_for_containers() 
     // TCP both ways through the uplink, with the container's own address.
     tcp_stream(&out.outside.0, outside6, &c.netns, 8 << 20).unwrap_or_else(|e| panic!("TCP container → outside: {e}"));
     tcp_stream(&c.netns, c6, &out.outside.0, 4 << 20).unwrap_or_else(|e| panic!("TCP outside → container: {e}"));
+
+    // A port published on the uplink's IPv6 address reaches the container,
+    // which sees the client's own address.
+    d.vsctl_ok(&["publish", "v6out", &c.netns, "8081:80"]);
+    let peer = published_echo_once(&c.netns, c6, 80, &out.outside.0, "2001:db8:252::2".parse().unwrap(), 8081)
+        .unwrap_or_else(|e| panic!("published port over IPv6: {e}"));
+    assert_eq!(peer, outside6, "the container saw {peer}, not the client");
 
     // A user rule on the uplink applies to IPv6 as to IPv4.
     let rule =

@@ -15,10 +15,20 @@
 //! The table sits behind one lock taken per translated packet: simple and
 //! correct for this first slice; the established-flow fast path is meant
 //! to move to per-worker or RCU-published lookups.
+//!
+//! The table is generic over the address family: IPv4 (masquerade and
+//! published ports) and IPv6 (published ports only: IPv6 is routed, so no
+//! IPv6 flow is masqueraded).
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;
+use std::fmt::Display;
+use std::hash::Hash;
 use std::net::Ipv4Addr;
+
+/// An address family's address, as the table keys and prints it.
+pub trait Address: Copy + Eq + Hash + Display {}
+impl<A: Copy + Eq + Hash + Display> Address for A {}
 
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
@@ -32,17 +42,17 @@ pub const DEFAULT_MAX_ENTRIES: usize = 65_536;
 /// A flow as the container sent it. For ICMP echo both ports are the
 /// echo identifier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub struct Tuple {
+pub struct Tuple<A = Ipv4Addr> {
     pub proto: u8,
-    pub src: Ipv4Addr,
+    pub src: A,
     pub sport: u16,
-    pub dst: Ipv4Addr,
+    pub dst: A,
     pub dport: u16,
 }
 
 /// What a reply from outside carries: (proto, remote address, remote port,
 /// our external port).
-type ReplyKey = (u8, Ipv4Addr, u16, u16);
+type ReplyKey<A> = (u8, A, u16, u16);
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -58,10 +68,10 @@ pub enum State {
 }
 
 #[derive(Clone, Debug)]
-pub struct Entry {
+pub struct Entry<A = Ipv4Addr> {
     /// Data-path index of the container's network.
     pub network: u32,
-    pub orig: Tuple,
+    pub orig: Tuple<A>,
     pub nat_port: u16,
     /// Came in to a published port (its external port is the host port,
     /// shared by every client of it).
@@ -71,7 +81,7 @@ pub struct Entry {
     pub last_seen: u32,
 }
 
-impl Entry {
+impl<A> Entry<A> {
     /// Seconds an entry in this state may stay idle.
     fn timeout(&self) -> u32 {
         match (self.orig.proto, self.state) {
@@ -88,13 +98,13 @@ impl Entry {
 pub const TCP_FIN: u8 = 0x01;
 pub const TCP_RST: u8 = 0x04;
 
-pub struct Conntrack {
-    flows: FxHashMap<Tuple, Entry>,
-    replies: FxHashMap<ReplyKey, Tuple>,
+pub struct Conntrack<A = Ipv4Addr> {
+    flows: FxHashMap<Tuple<A>, Entry<A>>,
+    replies: FxHashMap<ReplyKey<A>, Tuple<A>>,
     /// Next external port to try, per protocol.
     next_port: FxHashMap<u8, u16>,
     /// Masquerade ports in use, per protocol.
-    ports_in_use: FxHashMap<(u8, u16), Tuple>,
+    ports_in_use: FxHashMap<(u8, u16), Tuple<A>>,
     /// Published host ports, per protocol: never used for masquerade.
     reserved: rustc_hash::FxHashSet<(u8, u16)>,
     max_entries: usize,
@@ -113,8 +123,8 @@ pub struct Row {
     pub age_secs: u32,
 }
 
-impl Conntrack {
-    pub fn new(max_entries: usize) -> Conntrack {
+impl<A: Address> Conntrack<A> {
+    pub fn new(max_entries: usize) -> Conntrack<A> {
         Conntrack {
             flows: FxHashMap::default(),
             replies: FxHashMap::default(),
@@ -137,14 +147,9 @@ impl Conntrack {
     /// The external port of an outgoing packet's flow, creating the entry
     /// for a new flow. None when no external port is free even after
     /// evicting (a protocol the table cannot map).
-    pub fn outbound(&mut self, network: u32, orig: Tuple, tcp_flags: u8, now: u32) -> Option<u16> {
-        if let Some(entry) = self.flows.get_mut(&orig) {
-            entry.last_seen = now;
-            if entry.published && entry.state == State::New {
-                entry.state = State::Established; // the container answered
-            }
-            advance(entry, tcp_flags);
-            return Some(entry.nat_port);
+    pub fn outbound(&mut self, network: u32, orig: Tuple<A>, tcp_flags: u8, now: u32) -> Option<u16> {
+        if let Some(nat_port) = self.outbound_existing(&orig, tcp_flags, now) {
+            return Some(nat_port);
         }
         if self.flows.len() >= self.max_entries {
             self.evict_oldest_batch();
@@ -161,10 +166,22 @@ impl Conntrack {
         Some(nat_port)
     }
 
+    /// The external port of an outgoing packet of a flow already tracked
+    /// (refreshed); None for a flow the table does not know.
+    pub fn outbound_existing(&mut self, orig: &Tuple<A>, tcp_flags: u8, now: u32) -> Option<u16> {
+        let entry = self.flows.get_mut(orig)?;
+        entry.last_seen = now;
+        if entry.published && entry.state == State::New {
+            entry.state = State::Established; // the container answered
+        }
+        advance(entry, tcp_flags);
+        Some(entry.nat_port)
+    }
+
     /// A new flow from outside to published host port `host_port`, for the
     /// container `orig` describes (its side as source, the client as
     /// destination). An existing entry is refreshed.
-    pub fn inbound_published(&mut self, network: u32, orig: Tuple, host_port: u16, tcp_flags: u8, now: u32) {
+    pub fn inbound_published(&mut self, network: u32, orig: Tuple<A>, host_port: u16, tcp_flags: u8, now: u32) {
         if let Some(entry) = self.flows.get_mut(&orig) {
             entry.last_seen = now;
             advance(entry, tcp_flags);
@@ -185,7 +202,7 @@ impl Conntrack {
         self.insert(entry, tcp_flags);
     }
 
-    fn insert(&mut self, mut entry: Entry, tcp_flags: u8) {
+    fn insert(&mut self, mut entry: Entry<A>, tcp_flags: u8) {
         advance(&mut entry, tcp_flags);
         self.replies.insert(reply_key(&entry.orig, entry.nat_port), entry.orig);
         self.flows.insert(entry.orig, entry);
@@ -200,12 +217,12 @@ impl Conntrack {
     pub fn inbound(
         &mut self,
         proto: u8,
-        remote: Ipv4Addr,
+        remote: A,
         rport: u16,
         nat_port: u16,
         tcp_flags: u8,
         now: u32,
-    ) -> Option<Entry> {
+    ) -> Option<Entry<A>> {
         let orig = self.replies.get(&(proto, remote, rport, nat_port))?;
         let entry = self.flows.get_mut(orig)?;
         entry.last_seen = now;
@@ -246,8 +263,8 @@ impl Conntrack {
         self.evict_oldest_where(count, |e| e.orig.proto == proto && !e.published);
     }
 
-    fn evict_oldest_where(&mut self, count: usize, eligible: impl Fn(&Entry) -> bool) {
-        let mut by_age: Vec<(u32, Tuple)> =
+    fn evict_oldest_where(&mut self, count: usize, eligible: impl Fn(&Entry<A>) -> bool) {
+        let mut by_age: Vec<(u32, Tuple<A>)> =
             self.flows.values().filter(|e| eligible(e)).map(|e| (e.last_seen, e.orig)).collect();
         if by_age.len() > count {
             by_age.select_nth_unstable_by_key(count, |(seen, _)| *seen);
@@ -258,7 +275,7 @@ impl Conntrack {
         }
     }
 
-    fn remove(&mut self, orig: &Tuple) {
+    fn remove(&mut self, orig: &Tuple<A>) {
         if let Some(e) = self.flows.remove(orig) {
             self.replies.remove(&reply_key(orig, e.nat_port));
             if !e.published {
@@ -269,34 +286,34 @@ impl Conntrack {
 
     /// Drop entries idle past their state's timeout; returns how many.
     pub fn expire(&mut self, now: u32) -> usize {
-        let dead: Vec<Tuple> =
+        let dead: Vec<Tuple<A>> =
             self.flows.values().filter(|e| now.saturating_sub(e.last_seen) > e.timeout()).map(|e| e.orig).collect();
         dead.iter().for_each(|t| self.remove(t));
         dead.len()
     }
 
     /// Every entry of `network` (or all), as `vsctl conntrack` shows them.
-    pub fn rows(&self, network: Option<u32>, nat_ip: Ipv4Addr, now: u32) -> Vec<Row> {
+    pub fn rows(&self, network: Option<u32>, nat_ip: A, now: u32) -> Vec<Row> {
         rows(self.entries(network), nat_ip, now)
     }
 
     /// A copy of the entries of `network` (or all): cheap to take under the
     /// lock every translated packet needs; formatting happens outside it.
-    pub fn entries(&self, network: Option<u32>) -> Vec<Entry> {
+    pub fn entries(&self, network: Option<u32>) -> Vec<Entry<A>> {
         self.flows.values().filter(|e| network.is_none_or(|n| e.network == n)).cloned().collect()
     }
 }
 
 /// The rows `vsctl conntrack` shows for `entries`, sorted.
-pub fn rows(entries: Vec<Entry>, nat_ip: Ipv4Addr, now: u32) -> Vec<Row> {
+pub fn rows<A: Address>(entries: Vec<Entry<A>>, nat_ip: A, now: u32) -> Vec<Row> {
     let mut rows: Vec<Row> = entries
         .iter()
         .map(|e| Row {
             network: e.network,
             proto: proto_name(e.orig.proto),
-            src: format!("{}:{}", e.orig.src, e.orig.sport),
-            dst: format!("{}:{}", e.orig.dst, e.orig.dport),
-            nat_src: format!("{nat_ip}:{}", e.nat_port),
+            src: socket_text(e.orig.src, e.orig.sport),
+            dst: socket_text(e.orig.dst, e.orig.dport),
+            nat_src: socket_text(nat_ip, e.nat_port),
             state: e.state,
             age_secs: now.saturating_sub(e.created),
         })
@@ -305,14 +322,24 @@ pub fn rows(entries: Vec<Entry>, nat_ip: Ipv4Addr, now: u32) -> Vec<Row> {
     rows
 }
 
+/// "ADDR:PORT", with an IPv6 address in brackets.
+fn socket_text<A: Display>(addr: A, port: u16) -> String {
+    let addr = addr.to_string();
+    if addr.contains(':') {
+        format!("[{addr}]:{port}")
+    } else {
+        format!("{addr}:{port}")
+    }
+}
+
 /// How a reply to `orig`, translated to `nat_port`, is looked up. An ICMP
 /// echo reply carries the identifier as translated, on both sides.
-fn reply_key(orig: &Tuple, nat_port: u16) -> ReplyKey {
+fn reply_key<A: Copy>(orig: &Tuple<A>, nat_port: u16) -> ReplyKey<A> {
     let remote_port = if orig.proto == PROTO_ICMP { nat_port } else { orig.dport };
     (orig.proto, orig.dst, remote_port, nat_port)
 }
 
-fn advance(entry: &mut Entry, tcp_flags: u8) {
+fn advance<A>(entry: &mut Entry<A>, tcp_flags: u8) {
     if entry.orig.proto != PROTO_TCP {
         return;
     }

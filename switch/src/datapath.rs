@@ -209,6 +209,8 @@ pub(crate) struct Shared {
     pub stop: AtomicBool,
     pub started: Instant,
     pub conntrack: Mutex<Conntrack>,
+    /// Flows to ports published on the uplink's IPv6 address.
+    pub conntrack6: Mutex<Conntrack<Ipv6Addr>>,
     pub fragments: Mutex<Fragments>,
 }
 
@@ -257,6 +259,7 @@ impl Switch {
             stop: AtomicBool::new(false),
             started: Instant::now(),
             conntrack: Mutex::new(Conntrack::new(DEFAULT_MAX_ENTRIES)),
+            conntrack6: Mutex::new(Conntrack::new(DEFAULT_MAX_ENTRIES)),
             fragments: Mutex::new(Fragments::default()),
         });
         let mut threads = Vec::with_capacity(workers + 1);
@@ -462,8 +465,13 @@ impl Switch {
     pub fn conntrack_rows(&self, network: Option<u32>) -> Vec<conntrack::Row> {
         let snap = self.shared.snapshot.load();
         let nat_ip = snap.uplink.as_ref().map(|u| u.ip).unwrap_or(Ipv4Addr::UNSPECIFIED);
+        let nat_ip6 = snap.uplink.as_ref().and_then(|u| u.v6.as_ref()?.ip).unwrap_or(Ipv6Addr::UNSPECIFIED);
         let entries = self.shared.conntrack.lock().entries(network);
-        conntrack::rows(entries, nat_ip, self.shared.now_secs())
+        let entries6 = self.shared.conntrack6.lock().entries(network);
+        let now = self.shared.now_secs();
+        let mut rows = conntrack::rows(entries, nat_ip, now);
+        rows.extend(conntrack::rows(entries6, nat_ip6, now));
+        rows
     }
 
     /// The FDB of a network, for `vsctl fdb-show`.
@@ -503,8 +511,8 @@ impl Switch {
             })
             .collect();
         let conntrack = {
-            let table = self.shared.conntrack.lock();
-            ConntrackReport { entries: table.len(), evictions: table.evictions }
+            let (v4, v6) = (self.shared.conntrack.lock(), self.shared.conntrack6.lock());
+            ConntrackReport { entries: v4.len() + v6.len(), evictions: v4.evictions + v6.evictions }
         };
         Report { ports, workers, drops: self.shared.drops.report(), conntrack }
     }
@@ -552,6 +560,7 @@ fn spawn_housekeeping(shared: Arc<Shared>, aging: Duration) -> std::io::Result<J
                 domain.fdb.age(now, max_age);
             }
             shared.conntrack.lock().expire(now);
+            shared.conntrack6.lock().expire(now);
             shared.fragments.lock().expire(now);
             resolve_next_hop(&shared);
         }

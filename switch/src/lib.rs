@@ -11,6 +11,7 @@ pub mod ipam6;
 pub mod model;
 pub mod nat;
 pub mod pipeline;
+mod published6;
 pub mod route6;
 pub mod stats;
 mod worker;

@@ -277,7 +277,7 @@ pub(crate) fn from_uplink(ctx: &UplinkContext, frame: &mut [u8], offload: &Offlo
         ETHERTYPE_IPV4 if eth.dst() == ctx.uplink.mac => {
             deliver_in(ctx.snap, ctx.shared, ctx.now, ctx.uplink, frame, offload, scratch)
         }
-        ETHERTYPE_IPV6 => crate::route6::from_uplink(ctx, frame, scratch),
+        ETHERTYPE_IPV6 => crate::route6::from_uplink(ctx, frame, offload, scratch),
         _ => Verdict::Drop(DropReason::NotForUs),
     }
 }

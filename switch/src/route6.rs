@@ -124,6 +124,9 @@ pub(crate) fn route_out(ctx: &Context, frame: &mut [u8], offload: &Offload, scra
             None => Verdict::Drop(DropReason::NoRoute),
         };
     };
+    if let Some(uplink_ip6) = v6.ip {
+        crate::published6::outbound(ctx, uplink_ip6, frame, offload);
+    }
     frame[HOP_LIMIT_AT] -= 1;
     ethernet::write_header(frame, next_hop, uplink.mac, ETHERTYPE_IPV6);
     Verdict::Forward(uplink.port)
@@ -175,7 +178,7 @@ fn network_of(snap: &Snapshot, ip: Ipv6Addr) -> Option<&crate::datapath::Domain>
 
 /// An IPv6 frame from the uplink: neighbour discovery for the switch's
 /// and the containers' addresses, or a packet routed in to a container.
-pub(crate) fn from_uplink(ctx: &UplinkContext, frame: &mut [u8], scratch: &mut [u8]) -> Verdict {
+pub(crate) fn from_uplink(ctx: &UplinkContext, frame: &mut [u8], offload: &Offload, scratch: &mut [u8]) -> Verdict {
     let Some(v6) = ctx.uplink.v6.as_ref() else {
         return Verdict::Drop(DropReason::NotForUs);
     };
@@ -193,7 +196,17 @@ pub(crate) fn from_uplink(ctx: &UplinkContext, frame: &mut [u8], scratch: &mut [
         return Verdict::Drop(DropReason::NotForUs);
     }
     if v6.is_own(ip.dst()) {
-        return answer_echo(&ip, (eth.src(), ctx.uplink.mac), scratch);
+        let (eth_src, own) = (eth.src(), ip.dst());
+        if v6.ip == Some(own) {
+            if ip.hop_limit() <= 1 {
+                return Verdict::Drop(DropReason::NotForUs);
+            }
+            if let Some((mac, port, gateway_mac)) = crate::published6::inbound(ctx, frame, offload) {
+                return deliver(frame, (mac, port, gateway_mac));
+            }
+        }
+        let ip = ipv6::Packet::parse(&frame[L3..]).expect("classified");
+        return answer_echo(&ip, (eth_src, ctx.uplink.mac), scratch);
     }
     route_in(ctx, v6, frame, scratch)
 }
@@ -255,6 +268,12 @@ fn route_in(ctx: &UplinkContext, v6: &Uplink6, frame: &mut [u8], scratch: &mut [
             len => Verdict::Reply(len),
         };
     }
+    deliver(frame, (mac, port, gateway_mac))
+}
+
+/// Send a routed-in packet to a container: hop limit decremented, from the
+/// gateway's MAC.
+fn deliver(frame: &mut [u8], (mac, port, gateway_mac): (MacAddr, crate::fdb::PortId, MacAddr)) -> Verdict {
     frame[HOP_LIMIT_AT] -= 1;
     ethernet::write_header(frame, mac, gateway_mac, ETHERTYPE_IPV6);
     Verdict::Forward(port)

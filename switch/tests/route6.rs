@@ -192,3 +192,50 @@ fn internal_networks_are_neither_routed_nor_proxied() {
     lab.send_from_uplink(ns);
     assert!(lab.uplink.take_all().is_empty(), "an internal container's address is not answered for");
 }
+
+/// A TCP segment (20-byte header, `flags`, no payload) with a right checksum.
+fn tcp(src: (Ipv6Addr, u16), dst: (Ipv6Addr, u16), macs: (MacAddr, MacAddr), flags: u8) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 40 + 20];
+    ethernet::write_header(&mut f, macs.1, macs.0, proto::ethernet::ETHERTYPE_IPV6);
+    let h = ipv6::Header { src: src.0, dst: dst.0, next_header: 6, hop_limit: 64, payload_len: 20 };
+    ipv6::write_header(&mut f[14..], &h);
+    let t = &mut f[54..];
+    t[0..2].copy_from_slice(&src.1.to_be_bytes());
+    t[2..4].copy_from_slice(&dst.1.to_be_bytes());
+    t[12] = 5 << 4;
+    t[13] = flags;
+    let sum = proto::checksum::finish(proto::checksum::sum(t, ipv6::pseudo_header_sum(src.0, dst.0, 6, 20)));
+    t[16..18].copy_from_slice(&sum.to_be_bytes());
+    f
+}
+
+/// The (src, sport, dst, dport) of a TCP frame, after checking its checksum.
+fn tcp_ends(frame: &[u8]) -> (Ipv6Addr, u16, Ipv6Addr, u16) {
+    let ip = ipv6::Packet::parse(&frame[14..]).unwrap();
+    let t = ip.payload();
+    let sum = proto::checksum::sum(t, ipv6::pseudo_header_sum(ip.src(), ip.dst(), 6, t.len()));
+    assert_eq!(proto::checksum::finish(sum), 0, "TCP checksum after translation");
+    let port = |at: usize| u16::from_be_bytes([t[at], t[at + 1]]);
+    (ip.src(), port(0), ip.dst(), port(2))
+}
+
+#[test]
+fn a_port_published_on_the_uplinks_ipv6_address_reaches_the_container_and_answers_from_it() {
+    let lab = lab(false);
+    let uplink_mac = lab.resolve_next_hop();
+    lab.container.take_all();
+    let target = switch::nat::Published { network: 1, ip: Ipv4Addr::new(10, 1, 0, 2), port: 80 };
+    lab.sw.set_published([((6u8, 8080u16), target)].into_iter().collect());
+    lab.send_from_uplink(tcp((REMOTE6, 40000), (UPLINK_IP6, 8080), (NEXT_HOP_MAC, uplink_mac), 0x02));
+    let got = lab.container.take_all();
+    assert_eq!(got.len(), 1, "the SYN reached the container");
+    assert_eq!(tcp_ends(&got[0]), (REMOTE6, 40000, CONTAINER6, 80), "the client's own address is seen");
+    lab.send_from_container(tcp((CONTAINER6, 80), (REMOTE6, 40000), (lab.container_mac, gateway_mac()), 0x12));
+    let out = lab.uplink.take_all();
+    assert_eq!(out.len(), 1);
+    assert_eq!(tcp_ends(&out[0]), (UPLINK_IP6, 8080, REMOTE6, 40000), "the answer leaves from the published port");
+    assert!(lab.sw.conntrack_rows(None).iter().any(|r| r.nat_src == format!("[{UPLINK_IP6}]:8080")));
+    // A port nobody published is not let in.
+    lab.send_from_uplink(tcp((REMOTE6, 40001), (UPLINK_IP6, 9999), (NEXT_HOP_MAC, uplink_mac), 0x02));
+    assert!(lab.container.take_all().is_empty());
+}

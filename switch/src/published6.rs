@@ -1,0 +1,107 @@
+//! Published ports on the uplink's IPv6 address (`--uplink-ip6`): a client
+//! reaching [UPLINK_IP6]:HOSTPORT lands in the container's IPv6 address and
+//! port, as Docker's ip6tables DNAT does, and the container's answers leave
+//! from [UPLINK_IP6]:HOSTPORT again. The same table of published ports as
+//! IPv4's; the flows are tracked in an IPv6 connection table (published
+//! entries only: nothing is masqueraded over IPv6).
+
+use std::net::Ipv6Addr;
+
+use crate::conntrack::{Tuple, PROTO_TCP, PROTO_UDP};
+use crate::fdb::PortId;
+use crate::nat::UplinkContext;
+use crate::pipeline::Context;
+use proto::offload::Offload;
+use proto::{checksum, ethernet, ipv6, MacAddr};
+
+const L3: usize = ethernet::HEADER_LEN;
+const L4: usize = L3 + ipv6::HEADER_LEN;
+const SRC_AT: usize = L3 + 8;
+const DST_AT: usize = L3 + 24;
+
+/// The transport ports of a TCP or UDP packet carried without extension headers.
+struct Ports {
+    proto: u8,
+    sport: u16,
+    dport: u16,
+    tcp_flags: u8,
+}
+
+fn ports(ip: &ipv6::Packet) -> Option<Ports> {
+    let seg = ip.payload();
+    let be16 = |at: usize| u16::from_be_bytes([seg[at], seg[at + 1]]);
+    match ip.next_header() {
+        PROTO_TCP if seg.len() >= 20 => {
+            Some(Ports { proto: PROTO_TCP, sport: be16(0), dport: be16(2), tcp_flags: seg[13] })
+        }
+        PROTO_UDP if seg.len() >= 8 => Some(Ports { proto: PROTO_UDP, sport: be16(0), dport: be16(2), tcp_flags: 0 }),
+        _ => None,
+    }
+}
+
+/// Where a packet from outside to the uplink's IPv6 address goes, if it
+/// belongs to a published port: its destination is rewritten to the
+/// container's, and (container MAC, port, gateway MAC) returned.
+pub(crate) fn inbound(ctx: &UplinkContext, frame: &mut [u8], offload: &Offload) -> Option<(MacAddr, PortId, MacAddr)> {
+    let ip = ipv6::Packet::parse(&frame[L3..]).ok()?;
+    let p = ports(&ip)?;
+    let remote = ip.src();
+    let (network, container, container_port) = {
+        let mut table = ctx.shared.conntrack6.lock();
+        match table.inbound(p.proto, remote, p.sport, p.dport, p.tcp_flags, ctx.now) {
+            Some(e) => (e.network, e.orig.src, e.orig.sport),
+            None => {
+                let target = ctx.snap.published.get(&(p.proto, p.dport))?;
+                let domain = ctx.snap.networks.get(&target.network)?;
+                let &(_, port) = domain.neighbours.get(&target.ip)?;
+                let container = ctx.snap.ports.get(&port)?.spec.ipv6?;
+                let orig = Tuple { proto: p.proto, src: container, sport: target.port, dst: remote, dport: p.sport };
+                table.inbound_published(target.network, orig, p.dport, p.tcp_flags, ctx.now);
+                (target.network, container, target.port)
+            }
+        }
+    };
+    let domain = ctx.snap.networks.get(&network)?;
+    let &(mac, port) = domain.neighbours6.get(&container)?;
+    rewrite(frame, offload, p.proto, DST_AT, container, container_port);
+    Some((mac, port, domain.spec.gateway_mac))
+}
+
+/// A container's packet of a flow that came in to a published port: its
+/// source becomes [UPLINK_IP6]:HOSTPORT again. Other packets are left alone.
+pub(crate) fn outbound(ctx: &Context, uplink_ip6: Ipv6Addr, frame: &mut [u8], offload: &Offload) {
+    if ctx.snap.published.is_empty() {
+        return;
+    }
+    let Ok(ip) = ipv6::Packet::parse(&frame[L3..]) else { return };
+    let Some(p) = ports(&ip) else { return };
+    let orig = Tuple { proto: p.proto, src: ip.src(), sport: p.sport, dst: ip.dst(), dport: p.dport };
+    let host_port = ctx.shared.conntrack6.lock().outbound_existing(&orig, p.tcp_flags, ctx.now);
+    if let Some(host_port) = host_port {
+        rewrite(frame, offload, p.proto, SRC_AT, uplink_ip6, host_port);
+    }
+}
+
+/// Replace the address at `addr_at` (source or destination) and the port
+/// on the same side, keeping the TCP/UDP checksum right (IPv6 has no header
+/// checksum; the pseudo-header covers the addresses).
+fn rewrite(frame: &mut [u8], offload: &Offload, proto: u8, addr_at: usize, addr: Ipv6Addr, port: u16) {
+    let old_addr: [u8; 16] = frame[addr_at..addr_at + 16].try_into().expect("parsed");
+    frame[addr_at..addr_at + 16].copy_from_slice(&addr.octets());
+    let port_at = if addr_at == SRC_AT { L4 } else { L4 + 2 };
+    let old_port: [u8; 2] = frame[port_at..port_at + 2].try_into().expect("parsed");
+    frame[port_at..port_at + 2].copy_from_slice(&port.to_be_bytes());
+    let csum_at = L4 + if proto == PROTO_TCP { 16 } else { 6 };
+    let field = u16::from_be_bytes([frame[csum_at], frame[csum_at + 1]]);
+    let sum = if offload.needs_csum() {
+        // The field holds the pseudo-header sum; the ports are summed later.
+        checksum::update_partial(field, &old_addr, &addr.octets())
+    } else {
+        let sum = checksum::update(field, &old_addr, &addr.octets());
+        match checksum::update(sum, &old_port, &port.to_be_bytes()) {
+            0 if proto == PROTO_UDP => 0xffff,
+            sum => sum,
+        }
+    };
+    frame[csum_at..csum_at + 2].copy_from_slice(&sum.to_be_bytes());
+}
