@@ -3,13 +3,14 @@
 //! port, as Docker's ip6tables DNAT does, and the container's answers leave
 //! from [UPLINK_IP6]:HOSTPORT again. The same table of published ports as
 //! IPv4's; the flows are tracked in an IPv6 connection table (published
-//! entries only: nothing is masqueraded over IPv6).
+//! entries, and the masqueraded side of a hairpin: a container reaching
+//! [UPLINK_IP6]:HOSTPORT itself; nothing else is masqueraded over IPv6).
 
 use std::net::Ipv6Addr;
 
 use crate::conntrack::{Tuple, PROTO_TCP, PROTO_UDP};
+use crate::datapath::{Shared, Snapshot};
 use crate::fdb::PortId;
-use crate::nat::UplinkContext;
 use crate::pipeline::Context;
 use proto::offload::Offload;
 use proto::{checksum, ethernet, ipv6, MacAddr};
@@ -42,26 +43,32 @@ fn ports(ip: &ipv6::Packet) -> Option<Ports> {
 /// Where a packet from outside to the uplink's IPv6 address goes, if it
 /// belongs to a published port: its destination is rewritten to the
 /// container's, and (container MAC, port, gateway MAC) returned.
-pub(crate) fn inbound(ctx: &UplinkContext, frame: &mut [u8], offload: &Offload) -> Option<(MacAddr, PortId, MacAddr)> {
+pub(crate) fn inbound(
+    snap: &Snapshot,
+    shared: &Shared,
+    now: u32,
+    frame: &mut [u8],
+    offload: &Offload,
+) -> Option<(MacAddr, PortId, MacAddr)> {
     let ip = ipv6::Packet::parse(&frame[L3..]).ok()?;
     let p = ports(&ip)?;
     let remote = ip.src();
     let (network, container, container_port) = {
-        let mut table = ctx.shared.conntrack6.lock();
-        match table.inbound(p.proto, remote, p.sport, p.dport, p.tcp_flags, ctx.now) {
+        let mut table = shared.conntrack6.lock();
+        match table.inbound(p.proto, remote, p.sport, p.dport, p.tcp_flags, now) {
             Some(e) => (e.network, e.orig.src, e.orig.sport),
             None => {
-                let target = ctx.snap.published.get(&(p.proto, p.dport))?;
-                let domain = ctx.snap.networks.get(&target.network)?;
+                let target = snap.published.get(&(p.proto, p.dport))?;
+                let domain = snap.networks.get(&target.network)?;
                 let &(_, port) = domain.neighbours.get(&target.ip)?;
-                let container = ctx.snap.ports.get(&port)?.spec.ipv6?;
+                let container = snap.ports.get(&port)?.spec.ipv6?;
                 let orig = Tuple { proto: p.proto, src: container, sport: target.port, dst: remote, dport: p.sport };
-                table.inbound_published(target.network, orig, p.dport, p.tcp_flags, ctx.now);
+                table.inbound_published(target.network, orig, p.dport, p.tcp_flags, now);
                 (target.network, container, target.port)
             }
         }
     };
-    let domain = ctx.snap.networks.get(&network)?;
+    let domain = snap.networks.get(&network)?;
     let &(mac, port) = domain.neighbours6.get(&container)?;
     rewrite(frame, offload, p.proto, DST_AT, container, container_port);
     Some((mac, port, domain.spec.gateway_mac))
@@ -80,6 +87,33 @@ pub(crate) fn outbound(ctx: &Context, uplink_ip6: Ipv6Addr, frame: &mut [u8], of
     if let Some(host_port) = host_port {
         rewrite(frame, offload, p.proto, SRC_AT, uplink_ip6, host_port);
     }
+}
+
+/// A container's packet to [UPLINK_IP6]:PORT itself: its source becomes
+/// the uplink address (the published port it answers from, or a
+/// masquerade port), and it goes in again as if it came from outside, so
+/// it lands in the published port's container and the answer finds its way
+/// back the same way. None when it is for no published port or flow.
+pub(crate) fn hairpin(
+    ctx: &Context,
+    uplink_ip6: Ipv6Addr,
+    frame: &mut [u8],
+    offload: &Offload,
+) -> Option<(MacAddr, PortId, MacAddr)> {
+    let ip = ipv6::Packet::parse(&frame[L3..]).ok()?;
+    let p = ports(&ip)?;
+    let orig = Tuple { proto: p.proto, src: ip.src(), sport: p.sport, dst: ip.dst(), dport: p.dport };
+    let is_published = ctx.snap.published.contains_key(&(p.proto, p.dport));
+    let nat_port = {
+        let mut table = ctx.shared.conntrack6.lock();
+        match table.outbound_existing(&orig, p.tcp_flags, ctx.now) {
+            Some(port) => port,
+            None if is_published => table.outbound(ctx.net.spec.index, orig, p.tcp_flags, ctx.now)?,
+            None => return None,
+        }
+    };
+    rewrite(frame, offload, p.proto, SRC_AT, uplink_ip6, nat_port);
+    inbound(ctx.snap, ctx.shared, ctx.now, frame, offload)
 }
 
 /// Replace the address at `addr_at` (source or destination) and the port

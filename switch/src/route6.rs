@@ -116,6 +116,10 @@ pub(crate) fn route_out(ctx: &Context, frame: &mut [u8], offload: &Offload, scra
         return error_to_container(ctx, &ip, (icmpv6::TYPE_PACKET_TOO_BIG, 0, uplink.mtu), scratch);
     }
     if v6.is_own(ip.dst()) {
+        if let Some(target) = v6.ip.and_then(|own| crate::published6::hairpin(ctx, own, frame, offload)) {
+            return deliver(frame, target);
+        }
+        let ip = ipv6::Packet::parse(&frame[L3..]).expect("classified");
         return answer_echo(&ip, (ctx.in_port.spec.mac, ctx.net.spec.gateway_mac), scratch);
     }
     let Some(next_hop) = v6.gateway_mac() else {
@@ -201,8 +205,8 @@ pub(crate) fn from_uplink(ctx: &UplinkContext, frame: &mut [u8], offload: &Offlo
             if ip.hop_limit() <= 1 {
                 return Verdict::Drop(DropReason::NotForUs);
             }
-            if let Some((mac, port, gateway_mac)) = crate::published6::inbound(ctx, frame, offload) {
-                return deliver(frame, (mac, port, gateway_mac));
+            if let Some(target) = crate::published6::inbound(ctx.snap, ctx.shared, ctx.now, frame, offload) {
+                return deliver(frame, target);
             }
         }
         let ip = ipv6::Packet::parse(&frame[L3..]).expect("classified");

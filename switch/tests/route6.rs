@@ -239,3 +239,32 @@ fn a_port_published_on_the_uplinks_ipv6_address_reaches_the_container_and_answer
     lab.send_from_uplink(tcp((REMOTE6, 40001), (UPLINK_IP6, 9999), (NEXT_HOP_MAC, uplink_mac), 0x02));
     assert!(lab.container.take_all().is_empty());
 }
+
+#[test]
+fn a_container_reaches_a_port_published_on_the_ipv6_uplink_address_hairpin() {
+    let lab = lab(false);
+    let server = Arc::new(MemPort::with_offloads(256));
+    let (server_mac, server6) = (MacAddr([2, 0x42, 10, 1, 0, 3]), Ipv6Addr::new(0x2001, 0xdb8, 1, 0, 1, 0, 0, 3));
+    let spec = PortSpec {
+        network: 1,
+        name: "s".into(),
+        mac: server_mac,
+        ipv4: Ipv4Addr::new(10, 1, 0, 3),
+        ipv6: Some(server6),
+        queues: vec![server.clone()],
+    };
+    lab.sw.add_port(spec).unwrap();
+    let target = switch::nat::Published { network: 1, ip: Ipv4Addr::new(10, 1, 0, 3), port: 80 };
+    lab.sw.set_published([((6u8, 8080u16), target)].into_iter().collect());
+    lab.send_from_container(tcp((CONTAINER6, 41000), (UPLINK_IP6, 8080), (lab.container_mac, gateway_mac()), 0x02));
+    let got = server.take_all();
+    assert_eq!(got.len(), 1, "the SYN reached the published port's container");
+    let (src, nat_port, dst, dport) = tcp_ends(&got[0]);
+    assert_eq!((src, dst, dport), (UPLINK_IP6, server6, 80), "masqueraded behind the uplink address");
+    server.inject(tcp((server6, 80), (UPLINK_IP6, nat_port), (server_mac, gateway_mac()), 0x12));
+    lab.sw.poll_all();
+    let back = lab.container.take_all();
+    assert_eq!(back.len(), 1, "the answer came back to the client container");
+    assert_eq!(tcp_ends(&back[0]), (UPLINK_IP6, 8080, CONTAINER6, 41000));
+    assert!(lab.uplink.take_all().is_empty(), "nothing left by the uplink");
+}
