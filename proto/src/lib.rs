@@ -16,6 +16,7 @@ pub mod ipv6;
 mod mac;
 pub mod ndp;
 pub mod offload;
+pub mod vxlan;
 
 pub use mac::MacAddr;
 
