@@ -14,13 +14,35 @@ use common::*;
 
 const PING: Duration = Duration::from_secs(5);
 
-/// A default route via fe80::1 in /proc/net/ipv6_route (destination ::/0).
-fn has_default_route_via_fe80_1(ns: &str) -> bool {
+/// The interface of the default route via fe80::1 in /proc/net/ipv6_route
+/// (destination ::/0), if there is one.
+fn default_route_via_fe80_1(ns: &str) -> Option<String> {
     let table = proc_net_in(ns, "ipv6_route");
-    table.lines().any(|l| {
+    table.lines().find_map(|l| {
         let cols: Vec<&str> = l.split_whitespace().collect();
-        cols.len() > 4 && cols[0] == "0".repeat(32) && cols[1] == "00" && cols[4] == "fe800000000000000000000000000001"
+        let is_it = cols.len() > 9
+            && cols[0] == "0".repeat(32)
+            && cols[1] == "00"
+            && cols[4] == "fe800000000000000000000000000001";
+        is_it.then(|| cols[9].to_string())
     })
+}
+
+fn has_default_route_via_fe80_1(ns: &str) -> bool {
+    default_route_via_fe80_1(ns).is_some()
+}
+
+#[test]
+fn the_ipv6_default_route_moves_to_the_next_dual_stack_port() {
+    let d = Daemon::start();
+    d.add_net("v6g", "10.112.0.0/24", &["--ipv6", "--subnet6", "2001:db8:112::/64"]);
+    d.add_net("v6h", "10.113.0.0/24", &["--ipv6", "--subnet6", "2001:db8:113::/64"]);
+    let a = d.new_port("v6g");
+    d.add_port("v6h", &a.netns, &[]);
+    assert_eq!(default_route_via_fe80_1(&a.netns).as_deref(), Some("eth0"));
+    d.vsctl_ok(&["del-port", "v6g", &a.netns]);
+    assert_eq!(default_route_via_fe80_1(&a.netns).as_deref(), Some("eth1"), "the route did not move to eth1");
+    ping6(&a.netns, "eth1", "2001:db8:113::1".parse().unwrap(), PING).unwrap_or_else(|e| panic!("via eth1: {e}"));
 }
 
 /// Serve one TCP echo on [server_ip]:port in `server_ns`; connect from

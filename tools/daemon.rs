@@ -626,7 +626,7 @@ impl Daemon {
     /// port, a default route via the switch's fe80::1.
     fn ipv6_plumbing(&self, ep: &Endpoint, net: &Network) -> Option<Ipv6Plumbing> {
         let (addr, config) = (ep.ipv6?, net.ipv6?);
-        let first_v6 = self.state.endpoints_in_netns(&ep.netns).find(|e| e.ipv6.is_some());
+        let first_v6 = self.first_dual_stack_port(&ep.netns);
         let default_gw = first_v6.is_none_or(|first| first.id == ep.id).then_some(proto::ipv6::LINK_LOCAL_GATEWAY);
         Some(Ipv6Plumbing { addr, prefix_len: config.subnet.prefix_len(), default_gw })
     }
@@ -642,10 +642,14 @@ impl Daemon {
         };
         let last_in_netns = self.state.endpoints_in_netns(netns_name).count() == 1;
         let had_default_route = self.state.endpoints_in_netns(netns_name).next().map(|e| &e.id) == Some(&ep.id);
+        let had_v6_default_route = self.first_dual_stack_port(netns_name).map(|e| &e.id) == Some(&ep.id);
         self.detach(&ep, ep.owns_netns && last_in_netns)?;
         self.state.endpoints.retain(|e| e.id != ep.id);
         if had_default_route {
             self.hand_over_default_route(netns_name);
+        }
+        if had_v6_default_route {
+            self.hand_over_ipv6_default_route(netns_name);
         }
         if !ep.published.is_empty() {
             self.install_published();
@@ -668,6 +672,26 @@ impl Daemon {
         match added {
             Ok(Ok(())) => log::info!("{netns_name}: default route now via {gateway} on {}", next.ifname),
             Ok(Err(e)) | Err(e) => log::warn!("{netns_name}: could not move the default route to {}: {e}", next.ifname),
+        }
+    }
+
+    /// The namespace's first port on a dual-stack network: the one with the
+    /// IPv6 default route (via fe80::1).
+    fn first_dual_stack_port<'a>(&'a self, netns_name: &'a str) -> Option<&'a Endpoint> {
+        self.state.endpoints_in_netns(netns_name).find(|e| e.ipv6.is_some())
+    }
+
+    /// The IPv6 twin of `hand_over_default_route`.
+    fn hand_over_ipv6_default_route(&self, netns_name: &str) {
+        let Some(next) = self.first_dual_stack_port(netns_name) else { return };
+        let ifname = next.ifname.clone();
+        let added = netns::run_in(netns_name, move || {
+            let index = netlink::link_index(&ifname)?.ok_or_else(|| io::Error::other(format!("{ifname} is gone")))?;
+            netlink::add_ipv6_default_route(index, proto::ipv6::LINK_LOCAL_GATEWAY)
+        });
+        match added {
+            Ok(Ok(())) => log::info!("{netns_name}: IPv6 default route now via fe80::1 on {}", next.ifname),
+            Ok(Err(e)) | Err(e) => log::warn!("{netns_name}: could not move the IPv6 default route: {e}"),
         }
     }
 
