@@ -21,7 +21,8 @@
 //! Environment: LAB_SECS (seconds per throughput test, default 5),
 //! LAB_WORKERS (vswitchd workers, default: the number of cores),
 //! LAB_GEN_THREADS (64-byte generator threads, default 1), LAB_RTTS (measured
-//! round trips, default 20000).
+//! round trips, default 20000), LAB_NAT_ONLY=1 (measure only the NAT row,
+//! both columns: for A/B runs of the uplink; the other rows show "-").
 //!
 //! Scaling mode: `LAB_SCALING=1,2,4,8 sudo -E cargo bench --bench lab`
 //! prints, instead of the table above, the 64-byte forwarding rate through
@@ -93,21 +94,26 @@ fn main() {
         return;
     }
 
-    eprintln!("lab: topology K (Linux bridge in its own namespace)");
-    let (mut bridge, bridge_mtu) = {
+    let nat_only = std::env::var("LAB_NAT_ONLY").is_ok_and(|v| v == "1");
+    let (mut bridge, bridge_mtu) = if nat_only {
+        (Figures::new(), None)
+    } else {
+        eprintln!("lab: topology K (Linux bridge in its own namespace)");
         let mut cleanup = Cleanup::default();
         let pair = topo::kernel_bridge(&mut cleanup);
-        (measure(&pair, None, &cfg), pair.mtu)
+        (measure(&pair, None, &cfg), Some(pair.mtu))
     };
-    eprintln!("lab: topology V (vswitchd, {} workers)", cfg.workers);
-    let (mut vswitchd, vswitchd_mtu) = {
+    let (mut vswitchd, vswitchd_mtu) = if nat_only {
+        (Figures::new(), None)
+    } else {
+        eprintln!("lab: topology V (vswitchd, {} workers)", cfg.workers);
         let mut cleanup = Cleanup::default();
         let (pair, daemon) = topo::vswitchd(&mut cleanup, cfg.workers);
         let figures = measure(&pair, Some(daemon.pid), &cfg);
         if figures.values().any(Result::is_err) {
             eprintln!("---- vswitchd log (tail) ----\n{}\n---- end ----", daemon.log_tail(3000));
         }
-        (figures, pair.mtu)
+        (figures, Some(pair.mtu))
     };
 
     let mut notes = Vec::new();
