@@ -250,6 +250,12 @@ fn ipv6_is_routed_to_the_outside_with_the_uplink_answering_ndp_for_containers() 
     d.add_net("v6in", "10.121.0.0/24", &["--internal", "--ipv6", "--subnet6", "2001:db8:252:0:2::/80"]);
     let i = d.new_port("v6in");
     let (i6, _) = endpoint_ipv6(&i).unwrap();
+    let capture = PacketSocket::open(&out.outside.0, "eth0");
     assert!(ping6(&i.netns, "eth0", outside6, Duration::from_secs(1)).is_err(), "an internal container got out");
+    let from_internal = capture.collect(Duration::from_millis(200)).iter().any(|f| {
+        let ip = proto::ethernet::Frame::parse(f).ok().and_then(|e| proto::ipv6::Packet::parse(e.payload()).ok());
+        ip.is_some_and(|ip| ip.src() == i6)
+    });
+    assert!(!from_internal, "a packet from the internal container reached the outside");
     assert!(ping6(&out.outside.0, "eth0", i6, Duration::from_secs(1)).is_err(), "an internal container was reached");
 }

@@ -139,10 +139,12 @@ fn configure_link(spec: &EndpointSpec) -> io::Result<()> {
 }
 
 /// IPv6 on, with the router configured rather than learnt: a container
-/// does not take router advertisements (the switch drops them anyway).
+/// takes neither router advertisements nor redirects (the switch drops
+/// those from other containers anyway, but only when it can see them).
 fn enable_ipv6(ifname: &str) -> io::Result<()> {
     ipv6_sysctl(ifname, "disable_ipv6", "0")?;
-    ipv6_sysctl(ifname, "accept_ra", "0")
+    ipv6_sysctl(ifname, "accept_ra", "0")?;
+    ipv6_sysctl(ifname, "accept_redirects", "0")
 }
 
 /// Set an IPv6 sysctl of `ifname` in the calling thread's namespace (net

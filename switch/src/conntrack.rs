@@ -17,8 +17,8 @@
 //! to move to per-worker or RCU-published lookups.
 //!
 //! The table is generic over the address family: IPv4 (masquerade and
-//! published ports) and IPv6 (published ports only: IPv6 is routed, so no
-//! IPv6 flow is masqueraded).
+//! published ports) and IPv6 (published ports, and the masqueraded side of
+//! a hairpin to the uplink's IPv6 address: otherwise IPv6 is routed).
 
 use rustc_hash::FxHashMap;
 use serde::Serialize;

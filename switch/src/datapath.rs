@@ -441,6 +441,7 @@ impl Switch {
     pub fn set_published(&self, ports: PublishedPorts) {
         let _c = self.control.lock();
         self.shared.conntrack.lock().set_reserved(ports.keys().copied());
+        self.shared.conntrack6.lock().set_reserved(ports.keys().copied());
         let ports = Arc::new(ports);
         self.publish_everywhere(|s| s.published = ports);
     }

@@ -4,11 +4,13 @@
 //! uplink (as they arrive: addressed to the uplink address and the
 //! published host port), or to both. Rules speak of IPv4 and IPv6 alike: a
 //! rule with an address matches packets of that address's family, one
-//! without matches both, and `icmp` stands for ICMPv6 too.
+//! without matches both, and `icmp` stands for ICMPv6 too. ARP and IPv6
+//! neighbour discovery are never matched, as Docker's DOCKER-USER chain
+//! never sees them.
 
 use ipnet::IpNet;
 use proto::ethernet::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use proto::{ipv4, ipv6};
+use proto::{icmpv6, ipv4, ipv6};
 use std::net::IpAddr;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,7 +80,13 @@ pub fn verdict(rules: &[Rule], entry: Entry, frame: &[u8]) -> Option<Action> {
     let eth = ethernet::Frame::parse(frame).ok()?;
     let header = match eth.ethertype() {
         ETHERTYPE_IPV4 => ipv4_header(&ipv4::Packet::parse(eth.payload()).ok()?),
-        ETHERTYPE_IPV6 => ipv6_header(&ipv6::Packet::parse(eth.payload()).ok()?),
+        ETHERTYPE_IPV6 => {
+            let ip = ipv6::Packet::parse(eth.payload()).ok()?;
+            if is_neighbour_discovery(&ip) {
+                return None; // as ARP: rules never break neighbour resolution
+            }
+            ipv6_header(&ip)
+        }
         _ => return None,
     };
     rules.iter().filter(|r| r.applies_at(entry)).find(|r| r.matches(&header)).map(|r| r.action)
@@ -88,6 +96,11 @@ fn ipv4_header(ip: &ipv4::Packet) -> Header {
     let has_ports = matches!(ip.protocol(), ipv4::PROTO_TCP | ipv4::PROTO_UDP) && !ip.is_fragment();
     let dport = destination_port(ip.payload(), has_ports);
     Header { src: ip.src().into(), dst: ip.dst().into(), proto: ip.protocol(), dport }
+}
+
+/// Router and neighbour solicitations and advertisements, and redirects.
+fn is_neighbour_discovery(ip: &ipv6::Packet) -> bool {
+    icmpv6::message(ip).is_some_and(|m| (icmpv6::TYPE_ROUTER_SOLICIT..=icmpv6::TYPE_REDIRECT).contains(&m[0]))
 }
 
 /// IPv6 without extension headers is looked into; a packet behind one
@@ -155,6 +168,20 @@ mod tests {
         ipv6::write_header(&mut f[14..], &h);
         f[54 + 2..54 + 4].copy_from_slice(&dport.to_be_bytes());
         f
+    }
+
+    #[test]
+    fn neighbour_discovery_is_never_matched() {
+        let mut f = vec![0u8; 14 + 40 + 24];
+        ethernet::write_header(&mut f, MacAddr([0x33, 0x33, 0, 0, 0, 1]), MacAddr([2, 0, 0, 0, 0, 2]), ETHERTYPE_IPV6);
+        let (src, dst) = ("fe80::2".parse().unwrap(), "ff02::1".parse().unwrap());
+        let h = ipv6::Header { src, dst, next_header: ipv6::NEXT_ICMPV6, hop_limit: 255, payload_len: 24 };
+        ipv6::write_header(&mut f[14..], &h);
+        f[54] = icmpv6::TYPE_NEIGHBOR_ADVERT;
+        let drop_icmp = Rule { proto: Some(ipv4::PROTO_ICMP), ..rule(1, Scope::Everywhere, None, Action::Drop) };
+        assert_eq!(verdict(std::slice::from_ref(&drop_icmp), Entry::Uplink, &f), None);
+        f[54] = icmpv6::TYPE_ECHO_REQUEST;
+        assert_eq!(verdict(&[drop_icmp], Entry::Uplink, &f), Some(Action::Drop), "other ICMPv6 is");
     }
 
     #[test]

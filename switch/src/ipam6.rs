@@ -27,7 +27,8 @@ pub fn parse_subnet(text: &str) -> Result<Ipv6Net, String> {
             net.prefix_len()
         ));
     }
-    if net.addr().is_multicast() || net.addr().is_loopback() || net.addr().is_unspecified() {
+    let a = net.addr();
+    if a.is_multicast() || a.is_loopback() || a.is_unspecified() || a.is_unicast_link_local() {
         return Err(format!("invalid IPv6 subnet {text}: not a unicast range"));
     }
     Ok(net)
@@ -129,6 +130,7 @@ mod tests {
         assert!(parse_subnet("2001:db8:1::1/64").unwrap_err().contains("host bits"));
         assert!(parse_subnet("2001:db8::/127").is_err());
         assert!(parse_subnet("ff00::/8").is_err());
+        assert!(parse_subnet("fe80::/64").is_err());
         assert!(parse_subnet("10.0.0.0/8").is_err());
     }
 

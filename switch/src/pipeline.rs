@@ -2,9 +2,10 @@
 //! returns a [`Verdict`] or passes the frame on:
 //!
 //! classify (parse and check headers) → user rules → ARP proxy / NDP
-//! proxy → gateway (ICMP and ICMPv6 echo; routing out through
-//! `nat::route_out`) → L2 (learn, lookup, flood). Frames from the uplink take `nat::from_uplink` instead. The
-//! worker applies the verdict.
+//! proxy (with the anti-spoofing checks) → gateway (ICMP and ICMPv6 echo;
+//! routing out through `nat::route_out` for IPv4, `route6::route_out` for
+//! IPv6) → L2 (learn, lookup, flood). Frames from the uplink take
+//! `nat::from_uplink` instead. The worker applies the verdict.
 
 use crate::datapath::{Domain, Port, Shared, Snapshot};
 use crate::fdb::{self, PortId};
@@ -13,6 +14,7 @@ use crate::stats::DropReason;
 use proto::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use proto::offload::Offload;
 use proto::{arp, gso, icmp, icmpv6, ipv4, ipv6, ndp, MacAddr};
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 /// What to do with a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +127,10 @@ pub fn classify(frame: &[u8]) -> Result<ethernet::Frame<'_>, DropReason> {
 /// None to let the frame go on to L2 (replies, gratuitous ARP, unknown targets).
 pub fn arp_proxy(ctx: &Context, eth: &ethernet::Frame, scratch: &mut [u8]) -> Option<Verdict> {
     let req = arp::Packet::parse(eth.payload()).ok()?;
+    if claims_foreign_ipv4(ctx, req.sender_ip()) {
+        // Would teach every neighbour a wrong MAC for the gateway or a peer.
+        return Some(Verdict::Drop(DropReason::Spoofed));
+    }
     if req.op() != arp::OP_REQUEST || req.sender_ip() == req.target_ip() {
         return None;
     }
@@ -161,7 +167,13 @@ pub fn ndp_proxy(ctx: &Context, eth: &ethernet::Frame, scratch: &mut [u8]) -> Op
     let solicit = match msg[0] {
         icmpv6::TYPE_ROUTER_ADVERT | icmpv6::TYPE_REDIRECT => return Some(Verdict::Drop(DropReason::RouterAdvert)),
         icmpv6::TYPE_ROUTER_SOLICIT => return Some(Verdict::Consumed),
+        icmpv6::TYPE_NEIGHBOR_ADVERT if msg.len() >= 24 => {
+            let target = Ipv6Addr::from(<[u8; 16]>::try_from(&msg[8..24]).expect("length checked"));
+            let spoofed = claims_foreign_ipv6(ctx, target) || claims_foreign_ipv6(ctx, ip.src());
+            return spoofed.then_some(Verdict::Drop(DropReason::Spoofed));
+        }
         icmpv6::TYPE_NEIGHBOR_SOLICIT => match ndp::parse_solicit(&ip) {
+            Ok(_) if claims_foreign_ipv6(ctx, ip.src()) => return Some(Verdict::Drop(DropReason::Spoofed)),
             Ok(solicit) => solicit?,
             Err(_) => return Some(Verdict::Drop(DropReason::Malformed)),
         },
@@ -190,9 +202,21 @@ pub fn ndp_proxy(ctx: &Context, eth: &ethernet::Frame, scratch: &mut [u8]) -> Op
     }
 }
 
+/// Whether `ip` is the gateway's or another port's IPv4 address: what a
+/// port must not claim in ARP.
+fn claims_foreign_ipv4(ctx: &Context, ip: Ipv4Addr) -> bool {
+    ip == ctx.net.spec.gateway || ctx.net.neighbours.get(&ip).is_some_and(|(_, port)| *port != ctx.in_port.id)
+}
+
+/// The IPv6 twin: fe80::1, the gateway, or another port's global or
+/// link-local address.
+fn claims_foreign_ipv6(ctx: &Context, ip: Ipv6Addr) -> bool {
+    ctx.net.spec.is_gateway6(ip) || ctx.net.neighbours6.get(&ip).is_some_and(|(_, port)| *port != ctx.in_port.id)
+}
+
 /// Frames for the gateway's addresses: the switch answers pings to them;
 /// anything else is counted and dropped (routing beyond the gateway is
-/// `nat::route_out`).
+/// `nat::route_out` and `route6::route_out`).
 pub fn gateway(ctx: &Context, eth: &ethernet::Frame, scratch: &mut [u8]) -> Verdict {
     match eth.ethertype() {
         ETHERTYPE_IPV4 => gateway4(ctx, eth, scratch),

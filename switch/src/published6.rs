@@ -116,6 +116,44 @@ pub(crate) fn hairpin(
     inbound(ctx.snap, ctx.shared, ctx.now, frame, offload)
 }
 
+/// An ICMPv6 error from outside about a packet of a published flow (packet
+/// too big, unreachable, time exceeded), sent to the uplink address: the
+/// outer destination and the quoted source become the container's again,
+/// so that Path MTU discovery works through the published port. Returns
+/// where it goes, None when it concerns no tracked flow.
+pub(crate) fn translate_error(
+    snap: &Snapshot,
+    shared: &Shared,
+    now: u32,
+    uplink_ip6: Ipv6Addr,
+    frame: &mut [u8],
+) -> Option<(MacAddr, PortId, MacAddr)> {
+    let quoted = L4 + 8;
+    let end = L3 + ipv6::Packet::parse(&frame[L3..]).ok()?.bytes().len();
+    if quoted + ipv6::HEADER_LEN + 4 > end || frame[quoted] >> 4 != 6 {
+        return None;
+    }
+    let inner = |at: usize| Ipv6Addr::from(<[u8; 16]>::try_from(&frame[quoted + at..quoted + at + 16]).unwrap());
+    let (proto, src, dst) = (frame[quoted + 6], inner(8), inner(24));
+    let l4 = quoted + ipv6::HEADER_LEN;
+    let port_at = |at: usize| u16::from_be_bytes([frame[l4 + at], frame[l4 + at + 1]]);
+    if src != uplink_ip6 || !matches!(proto, PROTO_TCP | PROTO_UDP) {
+        return None;
+    }
+    let (host_port, remote_port) = (port_at(0), port_at(2));
+    let entry = shared.conntrack6.lock().inbound(proto, dst, remote_port, host_port, 0, now)?;
+    let domain = snap.networks.get(&entry.network)?;
+    let &(mac, port) = domain.neighbours6.get(&entry.orig.src)?;
+    let container = entry.orig.src.octets();
+    frame[DST_AT..DST_AT + 16].copy_from_slice(&container);
+    frame[quoted + 8..quoted + 24].copy_from_slice(&container);
+    frame[l4..l4 + 2].copy_from_slice(&entry.orig.sport.to_be_bytes());
+    // The message changed in several places: seal it afresh.
+    let src_ip = Ipv6Addr::from(<[u8; 16]>::try_from(&frame[SRC_AT..SRC_AT + 16]).unwrap());
+    proto::icmpv6::seal(src_ip, entry.orig.src, &mut frame[L4..end]);
+    Some((mac, port, domain.spec.gateway_mac))
+}
+
 /// Replace the address at `addr_at` (source or destination) and the port
 /// on the same side, keeping the TCP/UDP checksum right (IPv6 has no header
 /// checksum; the pseudo-header covers the addresses).

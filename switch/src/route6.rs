@@ -109,6 +109,11 @@ pub(crate) fn route_out(ctx: &Context, frame: &mut [u8], offload: &Offload, scra
         // Between networks there is no route: they are isolated.
         return Verdict::Drop(DropReason::NoRoute);
     }
+    if !ctx.net.spec.ipv6.is_some_and(|own| own.subnet.contains(&ip.src())) {
+        // Nothing is translated: a source outside the network (or a
+        // link-local one, RFC 4291 2.5.6) would be another host's replies.
+        return Verdict::Drop(DropReason::Spoofed);
+    }
     if ip.hop_limit() <= 1 {
         return error_to_container(ctx, &ip, (icmpv6::TYPE_TIME_EXCEEDED, 0, 0), scratch);
     }
@@ -205,6 +210,13 @@ pub(crate) fn from_uplink(ctx: &UplinkContext, frame: &mut [u8], offload: &Offlo
             if ip.hop_limit() <= 1 {
                 return Verdict::Drop(DropReason::NotForUs);
             }
+            if icmpv6::message(&ip).is_some_and(|m| m[0] < 128) {
+                // An error about a published flow (packet too big...): to its container.
+                return match crate::published6::translate_error(ctx.snap, ctx.shared, ctx.now, own, frame) {
+                    Some(target) => deliver(frame, target),
+                    None => Verdict::Drop(DropReason::NotForUs),
+                };
+            }
             if let Some(target) = crate::published6::inbound(ctx.snap, ctx.shared, ctx.now, frame, offload) {
                 return deliver(frame, target);
             }
@@ -237,16 +249,19 @@ fn answer_solicit(
         Ok(None) => return Verdict::Drop(DropReason::NotForUs),
         Err(_) => return Verdict::Drop(DropReason::Malformed),
     };
-    let ours = (v6.answers_own && v6.is_own(solicit.target)) || routed_container(ctx.snap, solicit.target).is_some();
-    if !ours {
+    let own = v6.answers_own && v6.is_own(solicit.target);
+    if !own && routed_container(ctx.snap, solicit.target).is_none() {
         return Verdict::Drop(DropReason::NotForUs);
     }
+    // A proxy's advertisements do not override (RFC 4861 7.2.8): should the
+    // address's owner ever answer on the segment itself, it wins.
+    let flags = ndp::FLAG_ROUTER | if own { ndp::FLAG_OVERRIDE } else { 0 };
     let target = ndp::Host { mac: ctx.uplink.mac, ip: solicit.target };
     let (to, flags) = if solicit.is_dad() {
         let all_nodes = ndp::Host { mac: ndp::multicast_mac(ipv6::ALL_NODES), ip: ipv6::ALL_NODES };
-        (all_nodes, ndp::FLAG_ROUTER | ndp::FLAG_OVERRIDE)
+        (all_nodes, flags)
     } else {
-        (ndp::Host { mac: eth.src(), ip: solicit.src }, ndp::FLAG_ROUTER | ndp::FLAG_SOLICITED | ndp::FLAG_OVERRIDE)
+        (ndp::Host { mac: eth.src(), ip: solicit.src }, flags | ndp::FLAG_SOLICITED)
     };
     match ndp::write_advert(scratch, target, to, flags) {
         0 => Verdict::Drop(DropReason::Malformed),
@@ -261,6 +276,9 @@ fn route_in(ctx: &UplinkContext, v6: &Uplink6, frame: &mut [u8], scratch: &mut [
     let Some((mac, port, gateway_mac)) = routed_container(ctx.snap, ip.dst()) else {
         return Verdict::Drop(DropReason::NotForUs);
     };
+    if !is_routable(ip.src()) {
+        return Verdict::Drop(DropReason::NotForUs); // link-local sources are not forwarded
+    }
     if ip.hop_limit() <= 1 {
         if !icmpv6::may_answer_with_error(&ip) {
             return Verdict::Drop(DropReason::NotForUs);

@@ -97,6 +97,10 @@ pub enum DropReason {
     /// A router advertisement or redirect from a container: only the switch
     /// routes its networks (RA guard, RFC 6105).
     RouterAdvert,
+    /// A container claimed (in ARP or neighbour discovery) or sent from an
+    /// address that is the gateway's or another container's, or routed a
+    /// packet from an address outside its network.
+    Spoofed,
 }
 
 /// Switch-wide drop counters, one per reason.
@@ -111,6 +115,7 @@ pub struct DropCounters {
     icc: AtomicU64,
     rule: AtomicU64,
     router_advert: AtomicU64,
+    spoofed: AtomicU64,
 }
 
 impl DropCounters {
@@ -126,6 +131,7 @@ impl DropCounters {
             DropReason::Icc => &self.icc,
             DropReason::Rule => &self.rule,
             DropReason::RouterAdvert => &self.router_advert,
+            DropReason::Spoofed => &self.spoofed,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -141,6 +147,7 @@ impl DropCounters {
             icc: self.icc.load(Relaxed),
             rule: self.rule.load(Relaxed),
             router_advert: self.router_advert.load(Relaxed),
+            spoofed: self.spoofed.load(Relaxed),
         }
     }
 }
@@ -167,6 +174,8 @@ pub struct DropReport {
     pub rule: u64,
     #[serde(default)]
     pub router_advert: u64,
+    #[serde(default)]
+    pub spoofed: u64,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

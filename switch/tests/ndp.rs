@@ -233,3 +233,32 @@ fn with_icc_off_ipv6_reaches_only_the_gateway() {
     send(&sw, &a, f[..n].to_vec());
     assert_eq!(a.port.take_all().len(), 1, "the gateway still answers");
 }
+
+/// An unsolicited advertisement from `from` claiming `target` (as DAD's
+/// announcement or a cache-poisoning attempt looks).
+fn advertise(from: &Host, src: Ipv6Addr, target: Ipv6Addr) -> Vec<u8> {
+    let mut f = vec![0u8; 128];
+    let all = ndp::Host { mac: ndp::multicast_mac(ipv6::ALL_NODES), ip: ipv6::ALL_NODES };
+    let n = ndp::write_advert(&mut f, ndp::Host { mac: from.mac, ip: target }, all, ndp::FLAG_OVERRIDE);
+    f.truncate(n);
+    // write_advert sends from the target address; a liar may use another.
+    f[14 + 8..14 + 24].copy_from_slice(&src.octets());
+    let (s, d) = (src, ipv6::ALL_NODES);
+    icmpv6::seal(s, d, &mut f[54..]);
+    f
+}
+
+#[test]
+fn a_container_cannot_claim_the_gateways_or_anothers_address() {
+    let (sw, a, b, c) = topology();
+    for target in [ipv6::LINK_LOCAL_GATEWAY, GATEWAY6, b.ip6, b.link_local()] {
+        send(&sw, &a, advertise(&a, a.link_local(), target));
+        assert!(b.port.take_all().is_empty() && c.port.take_all().is_empty(), "a claim to {target} was flooded");
+    }
+    send(&sw, &a, solicit(ndp::Host { mac: a.mac, ip: b.ip6 }, c.ip6));
+    assert!(a.port.take_all().is_empty(), "a solicitation from B's address was answered");
+    assert_eq!(sw.report().drops.spoofed, 5);
+    // Announcing its own address is fine.
+    send(&sw, &a, advertise(&a, a.link_local(), a.ip6));
+    assert_eq!(b.port.take_all().len(), 1, "an endpoint's own announcement goes on");
+}

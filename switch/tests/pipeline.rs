@@ -302,3 +302,23 @@ fn with_icc_off_containers_reach_only_the_gateway() {
     send(&sw, &a, arp_request(&a, gateway));
     assert_eq!(a.port.take_all().len(), 2, "the gateway answers ping and ARP");
 }
+
+#[test]
+fn a_container_cannot_claim_the_gateways_or_anothers_address_in_arp() {
+    let (sw, a, b, c, _x) = topology();
+    for claimed in [ip(1, 1), b.ip] {
+        // Gratuitous ARP: sender and target the claimed address.
+        let mut f = vec![0u8; 60];
+        let liar = arp::Host { mac: a.mac, ip: claimed };
+        arp::write_frame(&mut f, arp::OP_REQUEST, liar, liar, MacAddr::BROADCAST);
+        send(&sw, &a, f);
+        assert!(b.port.take_all().is_empty() && c.port.take_all().is_empty(), "a claim to {claimed} was flooded");
+    }
+    assert_eq!(drops(&sw).spoofed, 2);
+    // Its own gratuitous ARP goes on.
+    let mut f = vec![0u8; 60];
+    let me = arp::Host { mac: a.mac, ip: a.ip };
+    arp::write_frame(&mut f, arp::OP_REQUEST, me, me, MacAddr::BROADCAST);
+    send(&sw, &a, f);
+    assert_eq!(b.port.take_all().len(), 1);
+}

@@ -268,3 +268,52 @@ fn a_container_reaches_a_port_published_on_the_ipv6_uplink_address_hairpin() {
     assert_eq!(tcp_ends(&back[0]), (UPLINK_IP6, 8080, CONTAINER6, 41000));
     assert!(lab.uplink.take_all().is_empty(), "nothing left by the uplink");
 }
+
+#[test]
+fn a_container_cannot_route_from_an_address_outside_its_network() {
+    let lab = lab(false);
+    lab.resolve_next_hop();
+    let stranger: Ipv6Addr = "2001:db8:77::1".parse().unwrap();
+    for src in [stranger, "fe80::42:aff:fe01:2".parse().unwrap()] {
+        lab.send_from_container(echo(src, REMOTE6, (lab.container_mac, gateway_mac()), 64, 8));
+    }
+    assert!(lab.uplink.take_all().is_empty(), "a forged source left");
+    assert_eq!(lab.sw.report().drops.spoofed, 2);
+}
+
+#[test]
+fn packet_too_big_for_a_published_flow_reaches_its_container() {
+    let lab = lab(false);
+    let uplink_mac = lab.resolve_next_hop();
+    lab.container.take_all();
+    let target = switch::nat::Published { network: 1, ip: Ipv4Addr::new(10, 1, 0, 2), port: 80 };
+    lab.sw.set_published([((6u8, 8080u16), target)].into_iter().collect());
+    lab.send_from_uplink(tcp((REMOTE6, 40000), (UPLINK_IP6, 8080), (NEXT_HOP_MAC, uplink_mac), 0x02));
+    lab.container.take_all();
+    lab.send_from_container(tcp((CONTAINER6, 80), (REMOTE6, 40000), (lab.container_mac, gateway_mac()), 0x12));
+    let sent = lab.uplink.take_all().pop().expect("the answer left");
+    // A router on the way says it is too big, about the packet as it left.
+    let offending = ipv6::Packet::parse(&sent[14..]).unwrap();
+    let router: Ipv6Addr = "2001:db8:5::1".parse().unwrap();
+    let mut err = vec![0u8; 1400];
+    let n = icmpv6::write_error(
+        &mut err,
+        (icmpv6::TYPE_PACKET_TOO_BIG, 0, 1280),
+        &offending,
+        (NEXT_HOP_MAC, router),
+        uplink_mac,
+    );
+    err.truncate(n);
+    err[14 + 24..14 + 40].copy_from_slice(&UPLINK_IP6.octets()); // write_error answers the source: the uplink
+    icmpv6::seal(router, UPLINK_IP6, &mut err[54..]);
+    lab.send_from_uplink(err);
+    let got = lab.container.take_all();
+    assert_eq!(got.len(), 1, "the error reached the container");
+    let ip = ipv6::Packet::parse(&got[0][14..]).unwrap();
+    let msg = icmpv6::message(&ip).unwrap();
+    assert_eq!((ip.dst(), msg[0]), (CONTAINER6, icmpv6::TYPE_PACKET_TOO_BIG));
+    assert!(icmpv6::checksum_ok(&ip, msg));
+    let quoted = ipv6::Packet::parse(&msg[8..]).unwrap_or_else(|_| panic!("quoted packet"));
+    assert_eq!(quoted.src(), CONTAINER6, "the quoted packet is the container's again");
+    assert_eq!(u16::from_be_bytes([msg[48], msg[49]]), 80, "and its port");
+}
