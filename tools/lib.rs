@@ -3,6 +3,7 @@
 
 pub mod control;
 pub mod daemon;
+pub mod dns;
 pub mod inspect;
 pub mod publish;
 pub mod server;
