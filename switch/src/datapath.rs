@@ -117,6 +117,8 @@ pub struct Port {
     /// Workers the switch runs.
     workers: usize,
     pub counters: PortCounters,
+    /// A network's service port (`Switch::set_service_port`), not an endpoint.
+    pub service: bool,
 }
 
 impl Port {
@@ -188,6 +190,8 @@ pub struct Snapshot {
     pub published: Arc<PublishedPorts>,
     /// User filter rules, in order.
     pub rules: Arc<Vec<filter::Rule>>,
+    /// Network index → its service port (the embedded DNS server's TAP).
+    pub services: FxHashMap<u32, PortId>,
 }
 
 /// What the control plane shares with one worker.
@@ -309,6 +313,9 @@ impl Switch {
         if !domain.ports.is_empty() {
             return Err(format!("network {} still has {} ports", domain.spec.name, domain.ports.len()));
         }
+        if snap.services.contains_key(&index) {
+            return Err(format!("network {} still has its service port", domain.spec.name));
+        }
         self.publish(|s| {
             s.networks.remove(&index);
         });
@@ -358,6 +365,7 @@ impl Switch {
             workers: self.shared.workers.len(),
             spec,
             counters: PortCounters::new(self.shared.workers.len()),
+            service: false,
         }))
     }
 
@@ -397,6 +405,47 @@ impl Switch {
         // Only now: a worker still in a batch of the old snapshot could
         // have learned a MAC on the port after an earlier cleanup.
         domain.fdb.remove_port(id);
+        Ok(())
+    }
+
+    /// Attach `spec` as its network's service port: the switch sends it the
+    /// IPv4 TCP and UDP packets for the gateway's port 53, and switches what
+    /// it sends (answers, ARP) to the network's endpoints; see `service`.
+    /// It is not an endpoint: never flooded to, learned or ARP-proxied for.
+    pub fn set_service_port(&self, spec: PortSpec) -> Result<PortId, String> {
+        let mut control = self.control.lock();
+        let snap = self.shared.snapshot.load();
+        let network = spec.network;
+        let domain = snap.networks.get(&network).ok_or_else(|| format!("no network index {network}"))?;
+        if snap.services.contains_key(&network) {
+            return Err(format!("network {} has a service port already", domain.spec.name));
+        }
+        let mut port = self.new_port(&mut control, &snap, spec)?;
+        Arc::get_mut(&mut port).expect("a new port is not shared").service = true;
+        let id = port.id;
+        self.publish(|s| {
+            s.ports.insert(id, port.clone());
+            s.services.insert(network, id);
+        });
+        port.receiving_workers().for_each(|w| self.shared.workers[w].waker.wake());
+        Ok(id)
+    }
+
+    /// Detach the service port of network `network`; once this returns no
+    /// worker holds it (nor its queues).
+    pub fn remove_service_port(&self, network: u32) -> Result<(), String> {
+        let _c = self.control.lock();
+        let snap = self.shared.snapshot.load();
+        let id = *snap.services.get(&network).ok_or_else(|| format!("network index {network} has no service port"))?;
+        let port = snap.ports.get(&id).cloned();
+        let generation = self.publish(|s| {
+            s.ports.remove(&id);
+            s.services.remove(&network);
+        });
+        for w in port.iter().flat_map(|p| p.receiving_workers()) {
+            self.shared.workers[w].waker.wake();
+            self.wait_synced(w, generation);
+        }
         Ok(())
     }
 

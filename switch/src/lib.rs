@@ -13,6 +13,7 @@ pub mod nat;
 pub mod pipeline;
 mod published6;
 pub mod route6;
+pub mod service;
 pub mod stats;
 mod worker;
 

@@ -75,6 +75,9 @@ pub fn process(ctx: &Context, frame: &mut [u8], offload: &mut Offload, scratch: 
         if eth.ethertype() == ETHERTYPE_IPV6 && routed_beyond6(ctx, &eth) {
             return crate::route6::route_out(ctx, frame, offload, scratch);
         }
+        if let Some(port) = crate::service::steer(ctx, &eth) {
+            return Verdict::Forward(port);
+        }
         if offload.needs_csum() {
             if gso::finish_checksum(frame, offload).is_err() {
                 return Verdict::Drop(DropReason::Malformed);

@@ -12,6 +12,7 @@
 use crate::datapath::{Domain, Port, Shared, Snapshot};
 use crate::nat::{self, UplinkContext};
 use crate::pipeline::{self, Context, Verdict};
+use crate::service;
 use crate::stats::DropReason;
 use proto::gso;
 use proto::offload::Offload;
@@ -113,6 +114,14 @@ impl Engine {
         };
         let view = net.fdb.view();
         let ctx = Context { snap, shared, net, fdb: &view, in_port: port, now };
+        if port.service {
+            for i in 0..n {
+                let frame = &mut frames[i][..lens[i]];
+                let verdict = service::from_service(&ctx, frame, scratch);
+                out.apply(snap, Some(net), frame, &mut offloads[i], scratch, verdict);
+            }
+            return n;
+        }
         for i in 0..n {
             let frame = &mut frames[i][..lens[i]];
             let offload = &mut offloads[i];
