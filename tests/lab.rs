@@ -685,7 +685,8 @@ fn scale_many_namespaces_on_one_network() {
     let ips: HashSet<Ipv4Addr> = endpoints.iter().map(|e| e.ip).collect();
     assert_eq!(ips.len(), n, "duplicate addresses handed out");
     let stats = d.stats();
-    assert_eq!(stats.0["ports"].as_array().map(Vec::len), Some(n), "stats does not list {n} ports");
+    // The n endpoints and the network's DNS service port.
+    assert_eq!(stats.0["ports"].as_array().map(Vec::len), Some(n + 1), "stats does not list {n} ports and the service");
 
     // Every namespace forwards. Kernel pings between all of them cannot show
     // it: each needs neighbour entries, and the host's ARP table is shared by

@@ -49,6 +49,8 @@ pub enum Request {
         mac: Option<String>,
         name: Option<String>,
         #[serde(default)]
+        aliases: Vec<String>,
+        #[serde(default)]
         publish: Vec<String>,
         #[serde(default)]
         may_exist: bool,
@@ -80,6 +82,18 @@ pub enum Request {
     },
     Port {
         netns: String,
+    },
+    /// Add a DNS alias to a live endpoint.
+    Alias {
+        network: String,
+        netns: String,
+        name: String,
+    },
+    /// Remove one of an endpoint's DNS aliases.
+    Unalias {
+        network: String,
+        netns: String,
+        name: String,
     },
     AddRule(RuleSpec),
     ListRules,
@@ -158,6 +172,7 @@ mod tests {
             ip6: Some("2001:db8::5".into()),
             mac: None,
             name: None,
+            aliases: vec!["www".into()],
             publish: vec!["8080:80".into()],
             may_exist: true,
         };

@@ -5,6 +5,8 @@
 //! refused request leaves state, data path and namespaces as they were.
 
 use crate::control::{Request, Response, RuleSpec};
+use crate::dns::names::check_name;
+use crate::dns::service::{DnsConfig, DnsService};
 use crate::state::{State, Store};
 use crate::{inspect, publish};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
@@ -151,6 +153,7 @@ struct PortRequest {
     ip6: Option<String>,
     mac: Option<String>,
     name: Option<String>,
+    aliases: Vec<String>,
     publish: Vec<String>,
 }
 
@@ -186,15 +189,29 @@ pub struct Daemon {
     /// Endpoint id → its live port. An endpoint whose plumbing failed at
     /// restore is in `state` but not here.
     attached: HashMap<String, Attached>,
+    /// The embedded DNS server of the user-defined networks.
+    dns: DnsService,
 }
 
 impl Daemon {
     /// Load the saved state, create the default network on first start, and
     /// bring every saved network and port back, and the uplink if given.
     pub fn start(store: Store, workers: usize, uplink: Option<&UplinkConfig>) -> io::Result<Daemon> {
+        let dns = DnsConfig::new(store.dir(), Vec::new());
+        Daemon::start_with_dns(store, workers, uplink, dns)
+    }
+
+    /// [`Daemon::start`] with the DNS service set up as `dns` says.
+    pub fn start_with_dns(
+        store: Store,
+        workers: usize,
+        uplink: Option<&UplinkConfig>,
+        dns: DnsConfig,
+    ) -> io::Result<Daemon> {
         let state = store.load()?;
         let switch = Switch::start(workers)?;
-        let mut daemon = Daemon { store, state, switch, workers, uplink_ip: None, attached: HashMap::new() };
+        let dns = DnsService::start(dns, workers)?;
+        let mut daemon = Daemon { store, state, switch, workers, uplink_ip: None, attached: HashMap::new(), dns };
         if daemon.state.network(DEFAULT_NETWORK).is_none() {
             daemon.create_default_network().map_err(io::Error::other)?;
         }
@@ -254,6 +271,9 @@ impl Daemon {
             if let Err(e) = self.switch.add_network(network_spec(&net)) {
                 log::error!("network {}: {e}", net.name);
             }
+            if let Err(e) = self.dns.serve(&self.switch, &net) {
+                log::error!("{e}");
+            }
         }
         let mut routed = std::collections::HashSet::new();
         for ep in self.state.endpoints.clone() {
@@ -262,6 +282,10 @@ impl Daemon {
                 Ok(()) => log::info!("re-attached {}/{} to {}", ep.netns, ep.ifname, ep.network),
                 Err(e) => log::error!("could not re-attach {}/{} to {}: {e}", ep.netns, ep.ifname, ep.network),
             }
+        }
+        self.dns.set_names(&self.state);
+        for netns_name in routed {
+            self.dns.update_resolv_conf(&self.state, &netns_name);
         }
     }
 
@@ -274,6 +298,7 @@ impl Daemon {
         if let Err(e) = self.save() {
             log::error!("{e}");
         }
+        self.dns.stop(&self.switch);
         self.switch.shutdown();
     }
 
@@ -310,13 +335,15 @@ impl Daemon {
             Request::DelNet { name, if_exists } => self.del_net(&name, if_exists),
             Request::ListNets => Ok(self.state.networks.iter().map(inspect::network_summary).collect()),
             Request::ShowNet { name } => self.show_net(&name),
-            Request::AddPort { network, netns, ip, ip6, mac, name, publish, may_exist } => {
-                let req = PortRequest { ip, ip6, mac, name, publish };
+            Request::AddPort { network, netns, ip, ip6, mac, name, aliases, publish, may_exist } => {
+                let req = PortRequest { ip, ip6, mac, name, aliases, publish };
                 self.add_port(&network, &netns, req, may_exist)
             }
             Request::Publish { network, netns, spec } => self.publish(&network, &netns, &spec),
             Request::Unpublish { network, netns, spec } => self.unpublish(&network, &netns, &spec),
             Request::Port { netns } => self.port(&netns),
+            Request::Alias { network, netns, name } => self.alias(&network, &netns, &name, true),
+            Request::Unalias { network, netns, name } => self.alias(&network, &netns, &name, false),
             Request::AddRule(spec) => self.add_rule(spec),
             Request::ListRules => serde_json::to_value(&self.state.rules).map_err(|e| e.to_string()),
             Request::DelRule { id } => self.del_rule(id),
@@ -369,7 +396,13 @@ impl Daemon {
         net.masquerade = !req.no_masquerade;
         net.ipv6 = self.plan_ipv6(&req)?;
         let id = net.id.clone();
-        self.install_network(net)?;
+        self.install_network(net.clone())?;
+        if let Err(e) = self.dns.serve(&self.switch, &net) {
+            // Undone: a network without its DNS is not what was asked for.
+            let _ = self.switch.remove_network(net.index);
+            self.state.networks.retain(|n| n.name != name);
+            return Err(e);
+        }
         self.save()?;
         log::info!("added network {name} ({subnet})");
         Ok(json!(id))
@@ -456,8 +489,10 @@ impl Daemon {
         if !ports.is_empty() {
             return Err(format!("network {name} has active ports: {} (del-port them first)", ports.join(", ")));
         }
+        self.dns.unserve(&self.switch, net.index);
         self.switch.remove_network(net.index)?;
         self.state.networks.retain(|n| n.name != name);
+        self.dns.set_names(&self.state);
         self.save()?;
         log::info!("removed network {name}");
         Ok(Value::Null)
@@ -489,6 +524,8 @@ impl Daemon {
         if !ep.published.is_empty() {
             self.install_published();
         }
+        self.dns.set_names(&self.state);
+        self.dns.update_resolv_conf(&self.state, netns_name);
         self.save()?;
         log::info!("added port {netns_name}/{} on {network} ({})", ep.ifname, ep.ipv4);
         Ok(inspect::endpoint(&ep, &net))
@@ -514,10 +551,14 @@ impl Daemon {
             return Err(format!("MAC address {mac} is already in use on network {}", net.name));
         }
         let ipv6 = self.plan_ipv6_address(net, mac, req.ip6.as_deref())?;
+        if let Some(name) = &req.name {
+            check_name("--name", name)?;
+        }
         let name = req.name.clone().unwrap_or_else(|| netns_name.to_string());
         if self.state.endpoints_of(&net.name).any(|e| e.name == name) {
             return Err(format!("name {name:?} is already in use on network {}", net.name));
         }
+        let aliases = checked_aliases(&req.aliases)?;
         let netns_exists = netns::exists(netns_name);
         let owns_netns = match self.state.endpoints_in_netns(netns_name).next() {
             Some(sibling) => sibling.owns_netns,
@@ -528,6 +569,7 @@ impl Daemon {
             network: net.name.clone(),
             netns: netns_name.to_string(),
             name,
+            aliases,
             ifname: self.free_ifname(netns_name, netns_exists)?,
             mac,
             ipv4,
@@ -654,6 +696,8 @@ impl Daemon {
         if !ep.published.is_empty() {
             self.install_published();
         }
+        self.dns.set_names(&self.state);
+        self.dns.update_resolv_conf(&self.state, netns_name);
         self.save()?;
         log::info!("removed port {netns_name}/{} from {network}", ep.ifname);
         Ok(Value::Null)
@@ -850,6 +894,27 @@ impl Daemon {
         Ok(json!(lines))
     }
 
+    /// `vsctl alias` (`add`) and `vsctl unalias`: one DNS alias of a live endpoint.
+    fn alias(&mut self, network: &str, netns_name: &str, name: &str, add: bool) -> Outcome {
+        let index = self.endpoint_index(network, netns_name)?;
+        let aliases = &mut self.state.endpoints[index].aliases;
+        let has = aliases.iter().position(|a| a.eq_ignore_ascii_case(name));
+        match (add, has) {
+            (true, Some(_)) => return Err(format!("{netns_name} on {network} has the alias {name:?} already")),
+            (true, None) => {
+                check_name("alias", name)?;
+                aliases.push(name.to_string());
+            }
+            (false, None) => return Err(format!("{netns_name} on {network} has no alias {name:?}")),
+            (false, Some(i)) => {
+                aliases.remove(i);
+            }
+        }
+        self.dns.set_names(&self.state);
+        self.save()?;
+        Ok(Value::Null)
+    }
+
     // ----- user rules -----
 
     fn add_rule(&mut self, req: RuleSpec) -> Outcome {
@@ -1020,6 +1085,17 @@ fn validate_network_name(name: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `--alias` names: each a DNS name, none twice (case aside).
+fn checked_aliases(aliases: &[String]) -> Result<Vec<String>, String> {
+    for (i, alias) in aliases.iter().enumerate() {
+        check_name("--alias", alias)?;
+        if aliases[..i].iter().any(|a| a.eq_ignore_ascii_case(alias)) {
+            return Err(format!("--alias {alias:?} given twice"));
+        }
+    }
+    Ok(aliases.to_vec())
 }
 
 fn parse_ip_range(text: &str) -> Result<Ipv4Net, String> {

@@ -43,6 +43,11 @@ impl Store {
         Ok(Store { dir: dir.to_path_buf() })
     }
 
+    /// The state directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     fn path(&self) -> PathBuf {
         self.dir.join(STATE_FILE)
     }

@@ -67,6 +67,9 @@ pub struct Endpoint {
     pub netns: String,
     /// The endpoint's (container's) name, defaults to the namespace name.
     pub name: String,
+    /// Further names on its network (`--alias`, Docker's --network-alias).
+    #[serde(default)]
+    pub aliases: Vec<String>,
     /// Interface name inside the namespace: eth0, eth1...
     pub ifname: String,
     #[serde(with = "mac_string")]

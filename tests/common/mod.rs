@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use ports::netns;
 
+pub mod dns;
 pub mod ipv6;
 use serde_json::Value;
 
@@ -331,6 +332,11 @@ impl Drop for Daemon {
             eprintln!("---- vswitchd log ({}) ----\n{}\n---- end of log ----", self.log.display(), self.log_tail(6000));
         }
         self.terminate(Duration::from_secs(5));
+        // A clean stop deletes the DNS service namespace; a killed daemon leaves it.
+        let service = dns::service_netns(self);
+        if netns::exists(&service) {
+            let _ = netns::delete(&service);
+        }
         let names = mem::take(&mut *self.namespaces.lock().unwrap());
         for name in names {
             if netns::exists(&name) {
@@ -338,6 +344,8 @@ impl Drop for Daemon {
                     eprintln!("cleanup: delete netns {name}: {e}");
                 }
             }
+            // The resolv.conf vswitchd wrote for it (ip netns exec's /etc/netns/NAME).
+            let _ = fs::remove_dir_all(Path::new("/etc/netns").join(&name));
         }
         if let Err(e) = fs::remove_dir_all(&self.dir) {
             eprintln!("cleanup: remove {}: {e}", self.dir.display());

@@ -10,6 +10,8 @@
 //! - [`upstream`]: upstream servers and forwarding ([`Upstreams`]);
 //! - [`server`]: the UDP and TCP serving loops of one network ([`DnsServer`]);
 //! - [`resolvconf`]: the host's resolv.conf read, containers' written;
+//! - [`service`]: the daemon's side: the service namespace, the TAPs that
+//!   bring queries to the sockets, the name table and resolv.conf of the state;
 //! - [`wire`]: the raw header looks that come before parsing.
 //!
 //! Use, in the daemon:
@@ -45,6 +47,7 @@ pub mod names;
 pub mod resolvconf;
 pub mod resolver;
 pub mod server;
+pub mod service;
 pub mod upstream;
 pub mod wire;
 

@@ -275,6 +275,25 @@ fn normalise(name: &str) -> Option<String> {
     valid.then_some(name)
 }
 
+/// Check a name given for an endpoint (`--name`, `--alias`): labels of 1–63
+/// letters, digits, '-' or '_' (not starting or ending with '-'), joined by
+/// dots, 253 bytes in all. `what` names the flag in the one-line error.
+pub fn check_name(what: &str, name: &str) -> Result<(), String> {
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            && !l.starts_with('-')
+            && !l.ends_with('-')
+    };
+    if name.is_empty() || name.len() > 253 || !name.split('.').all(label_ok) {
+        return Err(format!(
+            "invalid {what} {name:?}: a DNS name is labels of letters, digits, '-' and '_' \
+             (1-63 each, no '-' at either end) joined by dots, at most 253 in all"
+        ));
+    }
+    Ok(())
+}
+
 /// `name.network.` as a DNS name, if it is one.
 fn ptr_target(name: &str, network: &str) -> Option<Name> {
     let mut n = Name::from_ascii(format!("{name}.{network}")).ok()?;
@@ -411,6 +430,18 @@ mod tests {
         assert_eq!(t.reverse(&web, "10.1.0.2".parse().unwrap()).unwrap().to_ascii(), "web.front.");
         assert_eq!(t.reverse(&web, "fd00::2".parse().unwrap()).unwrap().to_ascii(), "web.front.");
         assert!(t.reverse(&web, "10.2.0.4".parse().unwrap()).is_none());
+    }
+
+    #[test]
+    fn endpoint_names_are_checked_as_dns_names() {
+        for good in ["web", "Web-1", "db_2", "api.v2", "a", &"a".repeat(63)] {
+            assert!(check_name("--alias", good).is_ok(), "{good:?} refused");
+        }
+        let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(63)].join(".");
+        for bad in ["", "a b", "-web", "web-", "a..b", ".a", "a.", "é", "a/b", &"a".repeat(64), &long] {
+            let e = check_name("--alias", bad).unwrap_err();
+            assert!(e.starts_with("invalid --alias") && !e.contains('\n'), "{e}");
+        }
     }
 
     #[test]

@@ -82,9 +82,12 @@ enum Command {
         ip6: Option<String>,
         #[arg(long)]
         mac: Option<String>,
-        /// Endpoint name (default: the namespace name).
+        /// Endpoint name, its DNS name on the network (default: the namespace name).
         #[arg(long)]
         name: Option<String>,
+        /// A further DNS name on the network (repeatable; Docker's --network-alias).
+        #[arg(long = "alias", value_name = "NAME")]
+        aliases: Vec<String>,
         /// Publish a port on the uplink address: [HOSTIP:][HOSTPORT:]PORT[/tcp|/udp] (repeatable).
         #[arg(long, short = 'p', value_name = "SPEC")]
         publish: Vec<String>,
@@ -97,6 +100,10 @@ enum Command {
     Unpublish { network: String, netns: String, spec: String },
     /// List a namespace's published ports, like `docker port`.
     Port { netns: String },
+    /// Give a live endpoint a further DNS name on its network.
+    Alias { network: String, netns: String, name: String },
+    /// Take one of an endpoint's DNS aliases away.
+    Unalias { network: String, netns: String, name: String },
     /// Detach a namespace from a network.
     DelPort {
         network: String,
@@ -204,12 +211,14 @@ fn run(args: Args) -> Result<(), String> {
         Command::DelNet { name, if_exists } => (Request::DelNet { name, if_exists }, print_plain),
         Command::ListNets { json } => (Request::ListNets, if json { print_json } else { print_nets }),
         Command::ShowNet { name } => (Request::ShowNet { name }, print_json),
-        Command::AddPort { network, netns, ip, ip6, mac, name, publish, may_exist } => {
-            (Request::AddPort { network, netns, ip, ip6, mac, name, publish, may_exist }, print_json)
+        Command::AddPort { network, netns, ip, ip6, mac, name, aliases, publish, may_exist } => {
+            (Request::AddPort { network, netns, ip, ip6, mac, name, aliases, publish, may_exist }, print_json)
         }
         Command::Publish { network, netns, spec } => (Request::Publish { network, netns, spec }, print_lines),
         Command::Unpublish { network, netns, spec } => (Request::Unpublish { network, netns, spec }, print_plain),
         Command::Port { netns } => (Request::Port { netns }, print_lines),
+        Command::Alias { network, netns, name } => (Request::Alias { network, netns, name }, print_plain),
+        Command::Unalias { network, netns, name } => (Request::Unalias { network, netns, name }, print_plain),
         Command::DelPort { network, netns, if_exists } => (Request::DelPort { network, netns, if_exists }, print_plain),
         Command::ListPorts { network, json } => {
             (Request::ListPorts { network }, if json { print_json } else { print_ports })

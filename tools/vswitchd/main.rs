@@ -7,6 +7,7 @@ use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use vswitch::daemon::{Daemon, UplinkConfig, UplinkFlags};
+use vswitch::dns::service::DnsConfig;
 use vswitch::server::Server;
 use vswitch::state::Store;
 use vswitch::{DEFAULT_SOCKET, DEFAULT_STATE_DIR};
@@ -41,6 +42,10 @@ struct Args {
     /// route via IFACE; with neither, IPv6 is not routed out).
     #[arg(long, value_name = "IP", requires = "uplink")]
     uplink_gw6: Option<String>,
+    /// Upstream DNS server for names the embedded DNS does not know
+    /// (repeatable; default: the host's resolv.conf less loopback entries).
+    #[arg(long = "dns", value_name = "IP")]
+    dns: Vec<String>,
 }
 
 fn main() -> ExitCode {
@@ -73,6 +78,7 @@ fn run(args: &Args) -> Result<(), String> {
             UplinkConfig::from_flags(ifname, &flags)
         })
         .transpose()?;
+    let dns_servers = args.dns.iter().map(|ip| parse_dns_server(ip)).collect::<Result<Vec<_>, _>>()?;
     let store = Store::new(&args.state_dir).map_err(|e| e.to_string())?;
     let _lock = lock_state_dir(&args.state_dir)?;
     let stop = Arc::new(AtomicBool::new(false));
@@ -80,7 +86,9 @@ fn run(args: &Args) -> Result<(), String> {
         signal_hook::flag::register(signal, stop.clone()).map_err(|e| format!("signal handler: {e}"))?;
     }
     let server = Server::bind(&args.socket).map_err(|e| e.to_string())?;
-    let mut daemon = Daemon::start(store, workers, uplink.as_ref()).map_err(|e| format!("starting: {e}"))?;
+    let dns = DnsConfig::new(store.dir(), dns_servers);
+    let mut daemon =
+        Daemon::start_with_dns(store, workers, uplink.as_ref(), dns).map_err(|e| format!("starting: {e}"))?;
     log::info!(
         "vswitchd ready: {workers} workers, state in {}, control socket {}",
         args.state_dir.display(),
@@ -90,6 +98,14 @@ fn run(args: &Args) -> Result<(), String> {
     log::info!("stopping: saving state; ports stay in their namespaces for the next start");
     daemon.shutdown();
     Ok(())
+}
+
+/// A `--dns` server: a unicast address.
+fn parse_dns_server(text: &str) -> Result<std::net::IpAddr, String> {
+    match text.parse::<std::net::IpAddr>() {
+        Ok(ip) if !ip.is_unspecified() && !ip.is_multicast() => Ok(ip),
+        _ => Err(format!("invalid --dns {text:?}: want the unicast IPv4 or IPv6 address of a DNS server")),
+    }
 }
 
 /// One daemon per state directory: a second one would fight over the TAPs.
