@@ -85,12 +85,16 @@ impl Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         self.stop_daemon();
-        for name in self.namespaces.drain(..) {
+        // The DNS service namespace: a clean stop deletes it, a killed daemon does not.
+        let service = self.dir.as_ref().map(|dir| vswitch::dns::service::service_netns(&dir.join("state")));
+        for name in self.namespaces.drain(..).chain(service) {
             if netns::exists(&name) {
                 if let Err(e) = netns::delete(&name) {
                     eprintln!("lab cleanup: delete netns {name}: {e}");
                 }
             }
+            // The resolv.conf vswitchd wrote for it.
+            let _ = fs::remove_dir_all(std::path::Path::new("/etc/netns").join(&name));
         }
         if let Some(dir) = self.dir.take() {
             if let Err(e) = fs::remove_dir_all(&dir) {

@@ -268,6 +268,62 @@ mod tests {
         assert!(netns::validate_name(&a).is_ok());
     }
 
+    fn network(name: &str, index: u32, internal: bool) -> Network {
+        Network {
+            id: "f".repeat(64),
+            name: name.into(),
+            created: String::new(),
+            subnet: format!("10.{index}.0.0/24").parse().unwrap(),
+            gateway: format!("10.{index}.0.1").parse().unwrap(),
+            ip_range: None,
+            mtu: 1500,
+            index,
+            internal,
+            icc: true,
+            masquerade: true,
+            ipv6: None,
+        }
+    }
+
+    fn endpoint(network: &str, index: u32, netns: &str, last: u8) -> switch::model::Endpoint {
+        let ipv4: std::net::Ipv4Addr = format!("10.{index}.0.{last}").parse().unwrap();
+        switch::model::Endpoint {
+            id: "e".repeat(64),
+            network: network.into(),
+            netns: netns.into(),
+            name: netns.into(),
+            aliases: vec![format!("{netns}-alias")],
+            ifname: "eth0".into(),
+            mac: proto::MacAddr::from_ipv4(ipv4),
+            ipv4,
+            ipv6: None,
+            owns_netns: true,
+            published: vec![],
+        }
+    }
+
+    #[test]
+    fn the_default_network_has_no_names_and_internal_networks_no_way_out() {
+        let state = State {
+            networks: vec![network(DEFAULT_NETWORK, 1, false), network("app", 2, false), network("vault", 3, true)],
+            endpoints: vec![
+                endpoint(DEFAULT_NETWORK, 1, "old", 2),
+                endpoint(DEFAULT_NETWORK, 1, "both", 3),
+                endpoint("app", 2, "both", 2),
+                endpoint("vault", 3, "safe", 2),
+            ],
+            rules: vec![],
+        };
+        let t = names(&state);
+        assert_eq!(t.len(), 2, "endpoints of the default network are left out");
+        let both = t.scope("app", "10.2.0.2".parse().unwrap());
+        assert!(t.lookup(&both, "both").is_some() && t.lookup(&both, "both-alias").is_some());
+        assert!(t.lookup(&both, "old").is_none(), "a name on the default network resolved");
+        assert!(t.may_forward(&both));
+        let safe = t.scope("vault", "10.3.0.2".parse().unwrap());
+        assert!(t.lookup(&safe, "safe").is_some() && !t.may_forward(&safe));
+    }
+
     #[test]
     fn tap_names_fit_ifnamsiz() {
         assert!(tap_name(u32::MAX).len() < 16);
