@@ -215,6 +215,8 @@ pub(crate) struct Shared {
     pub conntrack: Mutex<Conntrack>,
     /// Flows to ports published on the uplink's IPv6 address.
     pub conntrack6: Mutex<Conntrack<Ipv6Addr>>,
+    /// ICMP and ICMPv6 errors the switch may still send this second.
+    pub icmp_errors: crate::ratelimit::ErrorBudget,
     pub fragments: Mutex<Fragments>,
 }
 
@@ -264,6 +266,7 @@ impl Switch {
             started: Instant::now(),
             conntrack: Mutex::new(Conntrack::new(DEFAULT_MAX_ENTRIES)),
             conntrack6: Mutex::new(Conntrack::new(DEFAULT_MAX_ENTRIES)),
+            icmp_errors: Default::default(),
             fragments: Mutex::new(Fragments::default()),
         });
         let mut threads = Vec::with_capacity(workers + 1);

@@ -12,6 +12,7 @@ pub mod model;
 pub mod nat;
 pub mod pipeline;
 mod published6;
+pub mod ratelimit;
 pub mod route6;
 pub mod service;
 pub mod stats;

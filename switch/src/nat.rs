@@ -244,6 +244,9 @@ fn wire_len(frame: &[u8], ip: &ipv4::Packet, offload: &Offload, flow: &Flow) -> 
 /// An ICMP error about `ip` back to the container that sent it, from its
 /// gateway.
 fn icmp_error(ctx: &Context, ip: &ipv4::Packet, what: (u8, u8, u32), scratch: &mut [u8]) -> Verdict {
+    if !ctx.shared.icmp_errors.take(ctx.now) {
+        return Verdict::Drop(DropReason::NoRoute);
+    }
     let from = (ctx.net.spec.gateway_mac, ctx.net.spec.gateway);
     Verdict::Reply(icmp::write_error(scratch, what, ip, from, ctx.in_port.spec.mac))
 }

@@ -155,7 +155,7 @@ fn wire_len(frame: &[u8], ip: &ipv6::Packet, offload: &Offload) -> usize {
 /// An ICMPv6 error about `ip` back to the container that sent it, from its
 /// gateway (fe80::1 when the container spoke from its link-local address).
 fn error_to_container(ctx: &Context, ip: &ipv6::Packet, what: (u8, u8, u32), scratch: &mut [u8]) -> Verdict {
-    if !icmpv6::may_answer_with_error(ip) {
+    if !icmpv6::may_answer_with_error(ip) || !ctx.shared.icmp_errors.take(ctx.now) {
         return Verdict::Drop(DropReason::NoRoute);
     }
     let Some(v6) = ctx.net.spec.ipv6 else {
@@ -280,7 +280,7 @@ fn route_in(ctx: &UplinkContext, v6: &Uplink6, frame: &mut [u8], scratch: &mut [
         return Verdict::Drop(DropReason::NotForUs); // link-local sources are not forwarded
     }
     if ip.hop_limit() <= 1 {
-        if !icmpv6::may_answer_with_error(&ip) {
+        if !icmpv6::may_answer_with_error(&ip) || !ctx.shared.icmp_errors.take(ctx.now) {
             return Verdict::Drop(DropReason::NotForUs);
         }
         let eth_src = MacAddr(frame[6..12].try_into().expect("classified"));

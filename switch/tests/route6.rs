@@ -320,3 +320,24 @@ fn packet_too_big_for_a_published_flow_reaches_its_container() {
     assert_eq!(quoted.src(), CONTAINER6, "the quoted packet is the container's again");
     assert_eq!(u16::from_be_bytes([msg[48], msg[49]]), 80, "and its port");
 }
+
+#[test]
+fn icmpv6_errors_are_rate_limited() {
+    let lab = lab(false);
+    lab.resolve_next_hop();
+    lab.container.take_all();
+    let mut errors = 0;
+    for _ in 0..60 {
+        for _ in 0..50 {
+            lab.container.inject(echo(CONTAINER6, REMOTE6, (lab.container_mac, gateway_mac()), 1, 8));
+        }
+        for _ in 0..3 {
+            lab.sw.poll_all(); // a poll takes one batch per port
+        }
+        errors += lab.container.take_all().len();
+    }
+    // 3,000 expiring packets in well under a second: one budget of the
+    // switch's clock, or two if a second began in between.
+    assert!(errors >= 1000, "only {errors} errors for 3000 expiring packets");
+    assert!(errors <= 2000, "{errors} errors for 3000 expiring packets: not limited");
+}
