@@ -39,9 +39,11 @@ impl PortCounters {
         PortCounters { lanes: (0..workers.max(1)).map(|_| Lane::default()).collect() }
     }
 
+    /// Worker `worker`'s lane (a worker beyond the lanes, which the switch
+    /// never makes, shares the first: a branch, where `%` would divide).
     #[inline]
     fn lane(&self, worker: usize) -> &Lane {
-        &self.lanes[worker % self.lanes.len()]
+        self.lanes.get(worker).unwrap_or(&self.lanes[0])
     }
 
     #[inline]
