@@ -20,7 +20,7 @@ use criterion::{black_box, criterion_group, criterion_main, BenchmarkId, Criteri
 use ports::mem::MemPort;
 use ports::{FrameIo, Offload};
 use proto::ethernet::{self, ETHERTYPE_IPV4};
-use proto::{arp, icmp, icmpv6, ipv4, ipv6, ndp, MacAddr};
+use proto::{arp, icmp, icmpv6, ipv4, ipv6, ndp, vxlan, MacAddr};
 use std::cell::RefCell;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr};
@@ -609,6 +609,85 @@ fn nat(c: &mut Criterion) {
     summarise();
 }
 
+// ---- (6) overlay: VXLAN encapsulation and decapsulation -------------------
+
+/// 64-byte frames between a local container and a MAC behind a remote VTEP
+/// of overlay network VNI 42: wrapped in VXLAN on the way out, unwrapped
+/// and switched on the way in (the uplink only counts what it is sent).
+fn overlay(c: &mut Criterion) {
+    const VNI: u32 = 42;
+    let (vtep, peer) = (Ipv4Addr::new(192, 0, 2, 2), Ipv4Addr::new(192, 0, 2, 3));
+    let peer_mac = MacAddr([2, 0, 0, 0, 0, 3]);
+    let container = Host { port: Arc::new(MemPort::new(1)), mac: MacAddr::from_ipv4(ip(2)), ip: ip(2) };
+    let remote = (MacAddr::from_ipv4(ip(9)), ip(9));
+    let out_frame = ipv4_frame((container.mac, container.ip), remote);
+    let (sw, ports) = null_topology(std::slice::from_ref(&container), |_| vec![out_frame.clone()]);
+    let mut arp_reply = vec![0u8; 60];
+    let (them, us) = (arp::Host { mac: peer_mac, ip: peer }, arp::Host { mac: MacAddr::from_ipv4(vtep), ip: vtep });
+    arp::write_frame(&mut arp_reply, arp::OP_REPLY, them, us, us.mac);
+    let inner = ipv4_frame(remote, (container.mac, container.ip));
+    let wrapped: Vec<Vec<u8>> = (0..BATCH as u16)
+        .map(|k| {
+            let mut f = vec![0u8; vxlan::OVERHEAD + inner.len()];
+            let o = vxlan::Outer {
+                src_mac: peer_mac,
+                dst_mac: us.mac,
+                src_ip: peer,
+                dst_ip: vtep,
+                vni: VNI,
+                src_port: 50000 + k,
+                dst_port: vxlan::UDP_PORT,
+            };
+            vxlan::encapsulate(&mut f, &o, &inner).expect("room");
+            f
+        })
+        .collect();
+    let uplink = Arc::new(NullPort::new(std::iter::once(arp_reply).chain(wrapped).collect()));
+    let spec = UplinkSpec {
+        name: "up".into(),
+        queues: vec![uplink.clone()],
+        ip: vtep,
+        // The peer is the next hop too: its ARP reply resolves both, and
+        // no ARP for the next hop is sent while the bench counts frames.
+        gateway: peer,
+        mtu: 1500,
+        shared_mac: None,
+        ipv6: None,
+    };
+    sw.set_uplink(spec).expect("uplink set");
+    sw.set_overlay(1, VNI, vxlan::UDP_PORT).expect("overlay");
+    sw.add_tunnel(1, peer).expect("tunnel");
+    // The peer's ARP reply first (frame 0), then its frames: the remote MAC
+    // is learnt behind the tunnel.
+    uplink.refill(BATCH + 1);
+    sw.poll_all(); // a batch: the reply and 31 frames
+    sw.poll_all();
+    assert_eq!(ports[0].refill(0), BATCH, "decapsulated and delivered");
+    uplink.refill(0);
+    let mut group = c.benchmark_group("overlay");
+    group.throughput(Throughput::Elements(BATCH as u64));
+    let encap_step = || {
+        ports[0].refill(BATCH);
+        sw.poll_all();
+        uplink.refill(0)
+    };
+    assert_eq!(encap_step(), BATCH, "every frame wrapped and sent");
+    group.bench_function(BenchmarkId::new("encapsulate_engine", "64B"), |bench| {
+        bench.iter_custom(|iters| timed("overlay/encapsulate_engine", BATCH as u64, BATCH as u64, iters, encap_step))
+    });
+    let decap_step = || {
+        uplink.refill(BATCH);
+        sw.poll_all();
+        ports[0].refill(0)
+    };
+    assert_eq!(decap_step(), BATCH, "every frame unwrapped and delivered");
+    group.bench_function(BenchmarkId::new("decapsulate_engine", "64B"), |bench| {
+        bench.iter_custom(|iters| timed("overlay/decapsulate_engine", BATCH as u64, BATCH as u64, iters, decap_step))
+    });
+    group.finish();
+    summarise();
+}
+
 fn config() -> Criterion {
     Criterion::default()
         .warm_up_time(Duration::from_millis(500))
@@ -619,6 +698,6 @@ fn config() -> Criterion {
 criterion_group! {
     name = benches;
     config = config();
-    targets = l2_forward, flood, arp_proxy, ndp_proxy, gateway_icmp, nat
+    targets = l2_forward, flood, arp_proxy, ndp_proxy, gateway_icmp, nat, overlay
 }
 criterion_main!(benches);

@@ -9,6 +9,7 @@ use crate::conntrack::{self, Conntrack, DEFAULT_MAX_ENTRIES};
 use crate::fdb::{self, Fdb, PortId};
 use crate::filter;
 use crate::nat::{Fragments, PublishedPorts, Uplink};
+use crate::overlay::{LocalVtep, OverlayTable, TunnelQueue};
 use crate::route6::Uplink6;
 use crate::stats::{ConntrackReport, DropCounters, PortCounters, PortReport, Report, WorkerCounters, WorkerReport};
 use crate::worker::{self, Engine, Waker};
@@ -119,6 +120,8 @@ pub struct Port {
     pub counters: PortCounters,
     /// A network's service port (`Switch::set_service_port`), not an endpoint.
     pub service: bool,
+    /// A tunnel to a remote VTEP of an overlay network (`Switch::add_tunnel`).
+    pub tunnel: bool,
 }
 
 impl Port {
@@ -161,10 +164,11 @@ pub struct Domain {
 
 impl Domain {
     fn new(spec: NetworkSpec, ports: Vec<Arc<Port>>, fdb: Arc<Fdb>) -> Domain {
-        let neighbours = ports.iter().map(|p| (p.spec.ipv4, (p.spec.mac, p.id))).collect();
+        let endpoints = || ports.iter().filter(|p| !p.tunnel);
+        let neighbours = endpoints().map(|p| (p.spec.ipv4, (p.spec.mac, p.id))).collect();
         let neighbours6 = match spec.ipv6 {
             Some(_) => {
-                ports.iter().flat_map(|p| ipv6_addresses(&p.spec).map(move |ip| (ip, (p.spec.mac, p.id)))).collect()
+                endpoints().flat_map(|p| ipv6_addresses(&p.spec).map(move |ip| (ip, (p.spec.mac, p.id)))).collect()
             }
             None => FxHashMap::default(),
         };
@@ -192,6 +196,8 @@ pub struct Snapshot {
     pub rules: Arc<Vec<filter::Rule>>,
     /// Network index → its service port (the embedded DNS server's TAP).
     pub services: FxHashMap<u32, PortId>,
+    /// Overlay networks: VNIs, tunnels, remote VTEPs.
+    pub overlay: OverlayTable,
 }
 
 /// What the control plane shares with one worker.
@@ -369,6 +375,7 @@ impl Switch {
             spec,
             counters: PortCounters::new(self.shared.workers.len()),
             service: false,
+            tunnel: false,
         }))
     }
 
@@ -408,6 +415,92 @@ impl Switch {
         // Only now: a worker still in a batch of the old snapshot could
         // have learned a MAC on the port after an earlier cleanup.
         domain.fdb.remove_port(id);
+        Ok(())
+    }
+
+    /// Make network `network` an overlay network with VXLAN network
+    /// identifier `vni` (unique on the switch), carried on UDP `udp_port`.
+    pub fn set_overlay(&self, network: u32, vni: u32, udp_port: u16) -> Result<(), String> {
+        let _c = self.control.lock();
+        let snap = self.shared.snapshot.load();
+        if !snap.networks.contains_key(&network) {
+            return Err(format!("no network index {network}"));
+        }
+        if vni > proto::vxlan::MAX_VNI {
+            return Err(format!("VNI {vni} is beyond 24 bits"));
+        }
+        if snap.overlay.vnis.get(&vni).is_some_and(|n| *n != network) {
+            return Err(format!("VNI {vni} is taken by another network"));
+        }
+        if !snap.overlay.vnis.is_empty() && snap.overlay.udp_port != udp_port {
+            return Err(format!("VXLAN runs on UDP port {} already", snap.overlay.udp_port));
+        }
+        self.publish(|s| {
+            s.overlay.vnis.insert(vni, network);
+            s.overlay.udp_port = udp_port;
+        });
+        Ok(())
+    }
+
+    /// Add a tunnel from overlay network `network` to the VTEP at `remote`:
+    /// a port of the network that carries frames there in VXLAN through the
+    /// uplink (see `overlay`).
+    pub fn add_tunnel(&self, network: u32, remote: Ipv4Addr) -> Result<PortId, String> {
+        let mut control = self.control.lock();
+        let snap = self.shared.snapshot.load();
+        let domain = snap.networks.get(&network).ok_or_else(|| format!("no network index {network}"))?;
+        let vni = snap.overlay.vnis.iter().find(|(_, n)| **n == network).map(|(v, _)| *v);
+        let vni = vni.ok_or_else(|| format!("network {} is not an overlay network", domain.spec.name))?;
+        let uplink = snap.uplink.as_ref().ok_or("overlay networks need an uplink (vswitchd --uplink)")?;
+        let uplink_port = snap.ports.get(&uplink.port).ok_or("the uplink port is gone")?;
+        if remote == uplink.ip || snap.overlay.tunnels.contains_key(&(vni, remote)) {
+            return Err(format!("{remote} is a VTEP of network {} already (or this switch)", domain.spec.name));
+        }
+        let neighbour = snap.overlay.neighbours.get(&remote).cloned().unwrap_or_default();
+        let local = LocalVtep { mac: uplink.mac, ip: uplink.ip, udp_port: snap.overlay.udp_port };
+        let queues =
+            uplink_port.spec.queues.iter().map(|q| {
+                Arc::new(TunnelQueue::new(vni, remote, neighbour.clone(), local, q.clone())) as Arc<dyn FrameIo>
+            });
+        let spec = PortSpec {
+            network,
+            name: format!("vxlan{vni}/{remote}"),
+            mac: MacAddr::ZERO,
+            ipv4: Ipv4Addr::UNSPECIFIED,
+            ipv6: None,
+            queues: queues.collect(),
+        };
+        let mut port = self.new_port(&mut control, &snap, spec)?;
+        Arc::get_mut(&mut port).expect("a new port is not shared").tunnel = true;
+        let id = port.id;
+        let mut ports = domain.ports.clone();
+        ports.push(port.clone());
+        let rebuilt = Domain::new(domain.spec.clone(), ports, domain.fdb.clone());
+        self.publish(|s| {
+            s.ports.insert(id, port.clone());
+            s.networks.insert(network, Arc::new(rebuilt));
+            s.overlay.tunnels.insert((vni, remote), id);
+            s.overlay.neighbours.insert(remote, neighbour);
+        });
+        Ok(id)
+    }
+
+    /// Remove the tunnel from `network` to `remote`; what was learnt behind it goes too.
+    pub fn remove_tunnel(&self, network: u32, remote: Ipv4Addr) -> Result<(), String> {
+        let snap = self.shared.snapshot.load();
+        let vni = snap.overlay.vnis.iter().find(|(_, n)| **n == network).map(|(v, _)| *v);
+        let id = vni.and_then(|vni| snap.overlay.tunnels.get(&(vni, remote)).copied());
+        let (Some(vni), Some(id)) = (vni, id) else {
+            return Err(format!("no tunnel to {remote} on network index {network}"));
+        };
+        self.remove_port(id)?;
+        let _c = self.control.lock();
+        self.publish(|s| {
+            s.overlay.tunnels.remove(&(vni, remote));
+            if !s.overlay.tunnels.keys().any(|(_, r)| *r == remote) {
+                s.overlay.neighbours.remove(&remote);
+            }
+        });
         Ok(())
     }
 

@@ -276,10 +276,11 @@ pub(crate) fn from_uplink(ctx: &UplinkContext, frame: &mut [u8], offload: &Offlo
         return Verdict::Drop(DropReason::Rule);
     }
     match eth.ethertype() {
-        ETHERTYPE_ARP => uplink_arp(ctx.uplink, &eth, scratch),
-        ETHERTYPE_IPV4 if eth.dst() == ctx.uplink.mac => {
-            deliver_in(ctx.snap, ctx.shared, ctx.now, ctx.uplink, frame, offload, scratch)
-        }
+        ETHERTYPE_ARP => uplink_arp(ctx, &eth, scratch),
+        ETHERTYPE_IPV4 if eth.dst() == ctx.uplink.mac => match crate::overlay::decapsulate(ctx, frame, offload) {
+            Some(verdict) => verdict,
+            None => deliver_in(ctx.snap, ctx.shared, ctx.now, ctx.uplink, frame, offload, scratch),
+        },
         ETHERTYPE_IPV6 => crate::route6::from_uplink(ctx, frame, offload, scratch),
         _ => Verdict::Drop(DropReason::NotForUs),
     }
@@ -303,12 +304,16 @@ fn echo_reply(uplink: &Uplink, frame: &[u8], scratch: &mut [u8]) -> Verdict {
     }
 }
 
-fn uplink_arp(uplink: &Uplink, eth: &ethernet::Frame, scratch: &mut [u8]) -> Verdict {
+fn uplink_arp(ctx: &UplinkContext, eth: &ethernet::Frame, scratch: &mut [u8]) -> Verdict {
+    let uplink = ctx.uplink;
     let Ok(p) = arp::Packet::parse(eth.payload()) else {
         return Verdict::Drop(DropReason::Malformed);
     };
     if p.sender_ip() == uplink.gateway && !p.sender_mac().is_multicast() {
         uplink.learn_gateway_mac(p.sender_mac());
+    }
+    if let Some(vtep) = ctx.snap.overlay.neighbours.get(&p.sender_ip()) {
+        vtep.learn(p.sender_mac());
     }
     match (p.op(), p.target_ip() == uplink.ip) {
         (arp::OP_REQUEST, true) if uplink.answers_arp => {

@@ -30,6 +30,9 @@ pub enum Verdict {
     Send(PortId, usize),
     /// Taken in by the switch itself (an ARP reply it asked for): nothing to send.
     Consumed,
+    /// A VXLAN frame from the uplink: its inner frame (offset, length) came
+    /// in through this tunnel port and goes through the pipeline from there.
+    Decapsulated(PortId, usize, usize),
     Drop(DropReason),
 }
 

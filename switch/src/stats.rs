@@ -103,6 +103,9 @@ pub enum DropReason {
     /// address that is the gateway's or another container's, or routed a
     /// packet from an address outside its network.
     Spoofed,
+    /// VXLAN of a VNI the switch does not carry or from a VTEP that is not
+    /// one of the network's peers.
+    UnknownVtep,
 }
 
 /// Switch-wide drop counters, one per reason.
@@ -118,6 +121,7 @@ pub struct DropCounters {
     rule: AtomicU64,
     router_advert: AtomicU64,
     spoofed: AtomicU64,
+    unknown_vtep: AtomicU64,
 }
 
 impl DropCounters {
@@ -134,6 +138,7 @@ impl DropCounters {
             DropReason::Rule => &self.rule,
             DropReason::RouterAdvert => &self.router_advert,
             DropReason::Spoofed => &self.spoofed,
+            DropReason::UnknownVtep => &self.unknown_vtep,
         };
         counter.fetch_add(1, Relaxed);
     }
@@ -150,6 +155,7 @@ impl DropCounters {
             rule: self.rule.load(Relaxed),
             router_advert: self.router_advert.load(Relaxed),
             spoofed: self.spoofed.load(Relaxed),
+            unknown_vtep: self.unknown_vtep.load(Relaxed),
         }
     }
 }
@@ -178,6 +184,8 @@ pub struct DropReport {
     pub router_advert: u64,
     #[serde(default)]
     pub spoofed: u64,
+    #[serde(default)]
+    pub unknown_vtep: u64,
 }
 
 #[derive(Debug, Clone, Serialize, serde::Deserialize)]

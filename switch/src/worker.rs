@@ -10,6 +10,7 @@
 //! heartbeat every few milliseconds) does not keep a core busy.
 
 use crate::datapath::{Domain, Port, Shared, Snapshot};
+use crate::fdb::PortId;
 use crate::nat::{self, UplinkContext};
 use crate::pipeline::{self, Context, Verdict};
 use crate::service;
@@ -107,8 +108,13 @@ impl Engine {
             let ctx = UplinkContext { snap, shared, uplink, now };
             for i in 0..n {
                 let frame = &mut frames[i][..lens[i]];
-                let verdict = nat::from_uplink(&ctx, frame, &offloads[i], scratch);
-                out.apply(snap, None, frame, &mut offloads[i], scratch, verdict);
+                match nat::from_uplink(&ctx, frame, &offloads[i], scratch) {
+                    Verdict::Decapsulated(tunnel, start, len) => {
+                        let inner = &mut frame[start..start + len];
+                        out.through_tunnel(snap, tunnel, now, inner, scratch);
+                    }
+                    verdict => out.apply(snap, None, frame, &mut offloads[i], scratch, verdict),
+                }
             }
             return n;
         };
@@ -164,7 +170,7 @@ struct Output<'a> {
     segment: &'a mut [u8],
 }
 
-impl Output<'_> {
+impl<'a> Output<'a> {
     /// Carry out what the pipeline decided for one frame.
     #[inline]
     fn apply(
@@ -183,7 +189,9 @@ impl Output<'_> {
                 None => drop_frame(self.shared, self.worker, from, DropReason::NoRoute),
             },
             Verdict::Flood => {
-                for to in net.iter().flat_map(|n| n.ports.iter()).filter(|p| p.id != from.id) {
+                // Split horizon: what came through a tunnel goes to no other tunnel.
+                let others = net.iter().flat_map(|n| n.ports.iter()).filter(|p| p.id != from.id);
+                for to in others.filter(|p| !(from.tunnel && p.tunnel)) {
                     self.send(to, frame, offload);
                 }
             }
@@ -193,8 +201,22 @@ impl Output<'_> {
                 None => drop_frame(self.shared, self.worker, from, DropReason::NoRoute),
             },
             Verdict::Drop(reason) => drop_frame(self.shared, self.worker, from, reason),
-            Verdict::Consumed => {}
+            Verdict::Consumed | Verdict::Decapsulated(..) => {}
         }
+    }
+
+    /// An inner frame that came in through tunnel port `tunnel`: through the
+    /// pipeline of its overlay network, as received on that port.
+    fn through_tunnel(&mut self, snap: &'a Snapshot, tunnel: PortId, now: u32, frame: &mut [u8], scratch: &mut [u8]) {
+        let Some(port) = snap.ports.get(&tunnel) else { return };
+        let Some(net) = snap.networks.get(&port.spec.network) else { return };
+        let view = net.fdb.view();
+        let ctx = Context { snap, shared: self.shared, net, fdb: &view, in_port: port, now };
+        let mut offload = Offload::NONE;
+        let verdict = pipeline::process(&ctx, frame, &mut offload, scratch);
+        let uplink = std::mem::replace(&mut self.from, port);
+        self.apply(snap, Some(net), frame, &mut offload, scratch, verdict);
+        self.from = uplink;
     }
 
     #[inline]

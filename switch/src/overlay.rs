@@ -1,0 +1,185 @@
+//! Overlay networks: one bridge domain stretched over several hosts with
+//! VXLAN (RFC 7348) on the uplink, the switch's address there being its
+//! VTEP.
+//!
+//! Every remote VTEP of an overlay network is a port of the network's
+//! bridge domain (a *tunnel port*) whose `send` wraps the frame in VXLAN
+//! and sends it out of the uplink. So the rest of the switch needs to know
+//! nothing of tunnels: flooding to every port is head-end replication,
+//! learning a source MAC on a tunnel port is learning which VTEP it lives
+//! behind, and a known remote MAC is unicast to its VTEP alone. Frames that
+//! came in through a tunnel are never flooded to another tunnel (split
+//! horizon: every VTEP floods to all the others itself).
+//!
+//! A VTEP's MAC on the underlay is resolved with ARP (it must be on the
+//! uplink's segment) and learnt from every frame it sends.
+
+use std::io;
+use std::net::Ipv4Addr;
+use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::Instant;
+
+use parking_lot::Mutex;
+use ports::FrameIo;
+use proto::offload::Offload;
+use proto::{arp, vxlan, MacAddr};
+
+use crate::fdb::PortId;
+use crate::nat::UplinkContext;
+use crate::pipeline::Verdict;
+use crate::stats::DropReason;
+
+/// Milliseconds between ARP requests for an unresolved VTEP.
+const ARP_RETRY_MS: u64 = 1000;
+
+/// A remote VTEP's MAC on the underlay, shared by its tunnels of every VNI.
+#[derive(Default)]
+pub struct Neighbour {
+    /// 0: unknown.
+    mac: AtomicU64,
+    /// Milliseconds (on `TunnelQueue::started`'s clock) of the last ARP request, plus one.
+    last_request: AtomicU64,
+}
+
+impl Neighbour {
+    pub fn mac(&self) -> Option<MacAddr> {
+        match self.mac.load(Relaxed) {
+            0 => None,
+            v => Some(MacAddr(v.to_be_bytes()[2..].try_into().expect("6 bytes"))),
+        }
+    }
+
+    pub fn learn(&self, mac: MacAddr) {
+        if !mac.is_multicast() && mac != MacAddr::ZERO {
+            let mut v = [0u8; 8];
+            v[2..].copy_from_slice(&mac.0);
+            self.mac.store(u64::from_be_bytes(v), Relaxed);
+        }
+    }
+}
+
+/// The switch's end of the tunnels: its VTEP address and MAC on the uplink.
+#[derive(Clone, Copy, Debug)]
+pub struct LocalVtep {
+    pub mac: MacAddr,
+    pub ip: Ipv4Addr,
+    pub udp_port: u16,
+}
+
+/// One queue of a tunnel port: encapsulates and sends on one uplink queue.
+pub struct TunnelQueue {
+    vni: u32,
+    remote: Ipv4Addr,
+    neighbour: Arc<Neighbour>,
+    local: LocalVtep,
+    uplink: Arc<dyn FrameIo>,
+    /// Where frames are wrapped: one worker sends on a queue, so the lock
+    /// is never contended.
+    buf: Mutex<Box<[u8]>>,
+    started: Instant,
+}
+
+impl TunnelQueue {
+    pub fn new(
+        vni: u32,
+        remote: Ipv4Addr,
+        neighbour: Arc<Neighbour>,
+        local: LocalVtep,
+        uplink: Arc<dyn FrameIo>,
+    ) -> TunnelQueue {
+        let buf = vec![0u8; vxlan::OVERHEAD + 65536].into_boxed_slice();
+        TunnelQueue { vni, remote, neighbour, local, uplink, buf: Mutex::new(buf), started: Instant::now() }
+    }
+
+    /// Ask the underlay for the VTEP's MAC, at most once a second.
+    fn resolve(&self, buf: &mut [u8]) {
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let last = self.neighbour.last_request.load(Relaxed);
+        if last != 0 && now.saturating_sub(last) < ARP_RETRY_MS {
+            return;
+        }
+        self.neighbour.last_request.store(now, Relaxed);
+        let us = arp::Host { mac: self.local.mac, ip: self.local.ip };
+        let them = arp::Host { mac: MacAddr::ZERO, ip: self.remote };
+        let len = arp::write_frame(buf, arp::OP_REQUEST, us, them, MacAddr::BROADCAST);
+        let _ = self.uplink.send(&buf[..len], &Offload::NONE);
+    }
+}
+
+impl FrameIo for TunnelQueue {
+    fn recv(&self, _buf: &mut [u8]) -> io::Result<(usize, Offload)> {
+        Err(io::ErrorKind::WouldBlock.into()) // what comes through a tunnel enters by the uplink
+    }
+
+    /// Wrap `frame` (always finished: a tunnel takes no offloads) and send it
+    /// to the VTEP; while its MAC is unknown, ask for it and drop the frame.
+    fn send(&self, frame: &[u8], _offload: &Offload) -> io::Result<()> {
+        let mut buf = self.buf.lock();
+        let Some(dst_mac) = self.neighbour.mac() else {
+            self.resolve(&mut buf);
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, format!("VTEP {} not resolved yet", self.remote)));
+        };
+        let outer = vxlan::Outer {
+            src_mac: self.local.mac,
+            dst_mac,
+            src_ip: self.local.ip,
+            dst_ip: self.remote,
+            vni: self.vni,
+            src_port: vxlan::source_port(frame),
+            dst_port: self.local.udp_port,
+        };
+        let len = vxlan::encapsulate(&mut buf, &outer, frame)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame too big to encapsulate"))?;
+        self.uplink.send(&buf[..len], &Offload::NONE)
+    }
+
+    fn takes_offloads(&self) -> bool {
+        false
+    }
+
+    fn poll_fd(&self) -> Option<RawFd> {
+        None
+    }
+}
+
+/// A VXLAN frame from the uplink for one of the switch's overlay networks:
+/// which tunnel port it came through and where its inner frame lies
+/// (`Verdict::Decapsulated`). None: not VXLAN for us; the uplink's other
+/// paths take it.
+pub(crate) fn decapsulate(ctx: &UplinkContext, frame: &[u8], offload: &Offload) -> Option<Verdict> {
+    let overlay = &ctx.snap.overlay;
+    if overlay.vnis.is_empty() {
+        return None;
+    }
+    let d = match vxlan::decapsulate(frame, overlay.udp_port) {
+        Ok(Some(d)) if d.dst_ip == ctx.uplink.ip => d,
+        Ok(_) => return None,
+        Err(_) => return Some(Verdict::Drop(DropReason::Malformed)),
+    };
+    if !offload.is_plain() {
+        return Some(Verdict::Drop(DropReason::Malformed)); // a merged or unfinished tunnel packet
+    }
+    let Some(&port) = overlay.tunnels.get(&(d.vni, d.src_ip)) else {
+        return Some(Verdict::Drop(DropReason::UnknownVtep));
+    };
+    if let Some(neighbour) = overlay.neighbours.get(&d.src_ip) {
+        neighbour.learn(d.src_mac);
+    }
+    let start = d.inner.as_ptr() as usize - frame.as_ptr() as usize;
+    Some(Verdict::Decapsulated(port, start, d.inner.len()))
+}
+
+/// What the data path knows of the overlay networks.
+#[derive(Clone, Default)]
+pub struct OverlayTable {
+    /// The UDP port VXLAN arrives on (4789 unless configured).
+    pub udp_port: u16,
+    /// VNI → network index.
+    pub vnis: rustc_hash::FxHashMap<u32, u32>,
+    /// (VNI, remote VTEP) → its tunnel port.
+    pub tunnels: rustc_hash::FxHashMap<(u32, Ipv4Addr), PortId>,
+    /// Remote VTEP → its MAC on the underlay.
+    pub neighbours: rustc_hash::FxHashMap<Ipv4Addr, Arc<Neighbour>>,
+}

@@ -1,0 +1,210 @@
+//! Overlay networks through the pipeline: two switches ("hosts") whose
+//! in-memory uplinks are joined by a test underlay, one overlay network
+//! (VNI 42) with a container on each host.
+
+use ports::mem::MemPort;
+use proto::ethernet::{self, ETHERTYPE_IPV4};
+use proto::{arp, ipv4, vxlan, MacAddr};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use switch::{NetworkSpec, PortSpec, Switch, UplinkSpec};
+
+const VNI: u32 = 42;
+const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 130, 0, 1);
+
+struct Host {
+    sw: Switch,
+    uplink: Arc<MemPort>,
+    container: Arc<MemPort>,
+    mac: MacAddr,
+    ip: Ipv4Addr,
+    vtep: Ipv4Addr,
+}
+
+fn host(n: u8, peer: u8) -> Host {
+    let sw = Switch::start(0).unwrap();
+    sw.add_network(NetworkSpec {
+        index: 1,
+        name: "ov".into(),
+        subnet: "10.130.0.0/24".parse().unwrap(),
+        gateway: GATEWAY,
+        gateway_mac: MacAddr::from_ipv4(GATEWAY),
+        internal: false,
+        icc: true,
+        masquerade: true,
+        ipv6: None,
+    })
+    .unwrap();
+    let uplink = Arc::new(MemPort::new(1024));
+    let vtep = Ipv4Addr::new(192, 0, 2, n);
+    sw.set_uplink(UplinkSpec {
+        name: "up".into(),
+        queues: vec![uplink.clone()],
+        ip: vtep,
+        gateway: Ipv4Addr::new(192, 0, 2, 254),
+        mtu: 1500,
+        shared_mac: None,
+        ipv6: None,
+    })
+    .unwrap();
+    sw.set_overlay(1, VNI, vxlan::UDP_PORT).unwrap();
+    sw.add_tunnel(1, Ipv4Addr::new(192, 0, 2, peer)).unwrap();
+    let container = Arc::new(MemPort::new(1024));
+    let ip = Ipv4Addr::new(10, 130, 0, 1 + n);
+    let mac = MacAddr::from_ipv4(ip);
+    let spec =
+        PortSpec { network: 1, name: format!("c{n}"), mac, ipv4: ip, ipv6: None, queues: vec![container.clone()] };
+    sw.add_port(spec).unwrap();
+    sw.poll_all();
+    uplink.take_all(); // the uplink's own ARP for its gateway
+    Host { sw, uplink, container, mac, ip, vtep }
+}
+
+/// Carry frames between the two uplinks (the underlay) until both are quiet;
+/// returns the VXLAN frames that crossed.
+fn underlay(a: &Host, b: &Host) -> Vec<Vec<u8>> {
+    let mut crossed = Vec::new();
+    for _ in 0..10 {
+        a.sw.poll_all();
+        b.sw.poll_all();
+        let (from_a, from_b) = (a.uplink.take_all(), b.uplink.take_all());
+        if from_a.is_empty() && from_b.is_empty() {
+            break;
+        }
+        for (frames, to) in [(from_a, b), (from_b, a)] {
+            for f in frames {
+                if matches!(vxlan::decapsulate(&f, vxlan::UDP_PORT), Ok(Some(_))) {
+                    crossed.push(f.clone());
+                }
+                to.uplink.inject(f);
+            }
+        }
+    }
+    crossed
+}
+
+fn arp_request(from: &Host, target: Ipv4Addr) -> Vec<u8> {
+    arp_request_from(from.mac, from.ip, target)
+}
+
+fn arp_request_from(mac: MacAddr, ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
+    let mut f = vec![0u8; 60];
+    let me = arp::Host { mac, ip };
+    let them = arp::Host { mac: MacAddr::ZERO, ip: target };
+    arp::write_frame(&mut f, arp::OP_REQUEST, me, them, MacAddr::BROADCAST);
+    f
+}
+
+fn udp(from: &Host, to: &Host) -> Vec<u8> {
+    let mut f = vec![0u8; 14 + 20 + 8 + 6];
+    ethernet::write_header(&mut f, to.mac, from.mac, ETHERTYPE_IPV4);
+    let h = ipv4::Header { src: from.ip, dst: to.ip, protocol: ipv4::PROTO_UDP, ttl: 64, payload_len: 14 };
+    ipv4::write_header(&mut f[14..], &h);
+    f[42..].copy_from_slice(b"across");
+    f
+}
+
+#[test]
+fn containers_on_two_hosts_talk_through_the_overlay() {
+    let (a, b) = (host(1, 2), host(2, 1));
+    // The first flood finds no VTEP MAC yet: the tunnel asks the underlay.
+    a.container.inject(arp_request(&a, b.ip));
+    underlay(&a, &b);
+    // Now the ARP request for B crosses, wrapped, and B's switch answers it
+    // for B (its ARP proxy) back through the tunnel.
+    a.container.inject(arp_request(&a, b.ip));
+    let crossed = underlay(&a, &b);
+    assert!(crossed.len() >= 2, "request and answer crossed the underlay: {}", crossed.len());
+    let d = vxlan::decapsulate(&crossed[0], vxlan::UDP_PORT).unwrap().unwrap();
+    assert_eq!((d.vni, d.src_ip, d.dst_ip), (VNI, a.vtep, b.vtep));
+    assert!(b.container.take_all().is_empty(), "answered by B's switch, not flooded to B");
+    let at_a = a.container.take_all();
+    assert_eq!(at_a.len(), 1, "A got the answer through the tunnel");
+    let answer = arp::Packet::parse(&at_a[0][14..]).unwrap();
+    assert_eq!((answer.op(), answer.sender_ip(), answer.sender_mac()), (arp::OP_REPLY, b.ip, b.mac));
+    // And data both ways, byte for byte.
+    a.container.inject(udp(&a, &b));
+    underlay(&a, &b);
+    assert_eq!(b.container.take_all(), vec![udp(&a, &b)]);
+    b.container.inject(udp(&b, &a));
+    underlay(&a, &b);
+    assert_eq!(a.container.take_all(), vec![udp(&b, &a)]);
+    let rows = b.sw.fdb_rows(1).unwrap();
+    assert!(rows.iter().any(|r| r.mac == a.mac.to_string() && r.kind == "learned"), "A's MAC learnt at B");
+}
+
+#[test]
+fn vxlan_of_an_unknown_vni_or_vtep_is_counted_and_dropped() {
+    let (a, b) = (host(1, 2), host(2, 1));
+    let inner = udp(&a, &b);
+    let outer = |vni: u32, src_ip: Ipv4Addr| {
+        let mut f = vec![0u8; 256];
+        let o = vxlan::Outer {
+            src_mac: MacAddr([2, 0, 0, 0, 9, 9]),
+            dst_mac: MacAddr::from_ipv4(b.vtep),
+            src_ip,
+            dst_ip: b.vtep,
+            vni,
+            src_port: 50000,
+            dst_port: vxlan::UDP_PORT,
+        };
+        let n = vxlan::encapsulate(&mut f, &o, &inner).unwrap();
+        f.truncate(n);
+        f
+    };
+    b.uplink.inject(outer(43, a.vtep));
+    b.uplink.inject(outer(VNI, Ipv4Addr::new(192, 0, 2, 77)));
+    let mut broken = outer(VNI, a.vtep);
+    broken[42] = 0; // no VNI flag
+    b.uplink.inject(broken);
+    b.sw.poll_all();
+    assert!(b.container.take_all().is_empty());
+    let drops = b.sw.report().drops;
+    assert_eq!((drops.unknown_vtep, drops.malformed), (2, 1));
+    // The right VNI from the right VTEP is delivered.
+    b.uplink.inject(outer(VNI, a.vtep));
+    b.sw.poll_all();
+    assert_eq!(b.container.take_all(), vec![inner]);
+}
+
+#[test]
+fn frames_from_a_tunnel_are_not_flooded_to_another_tunnel() {
+    let a = host(1, 2);
+    a.sw.add_tunnel(1, Ipv4Addr::new(192, 0, 2, 3)).unwrap();
+    // Resolve both VTEPs' MACs by their own ARP.
+    for peer in [2u8, 3] {
+        let mut f = vec![0u8; 60];
+        let them = arp::Host { mac: MacAddr([2, 0, 0, 0, 0, peer]), ip: Ipv4Addr::new(192, 0, 2, peer) };
+        let us = arp::Host { mac: MacAddr::from_ipv4(a.vtep), ip: a.vtep };
+        arp::write_frame(&mut f, arp::OP_REPLY, them, us, us.mac);
+        a.uplink.inject(f);
+    }
+    a.sw.poll_all();
+    a.uplink.take_all();
+    // A broadcast from VTEP .2 reaches the local container, not VTEP .3.
+    let mut bcast = vec![0u8; 256];
+    let o = vxlan::Outer {
+        src_mac: MacAddr([2, 0, 0, 0, 0, 2]),
+        dst_mac: MacAddr::from_ipv4(a.vtep),
+        src_ip: Ipv4Addr::new(192, 0, 2, 2),
+        dst_ip: a.vtep,
+        vni: VNI,
+        src_port: 50001,
+        dst_port: vxlan::UDP_PORT,
+    };
+    // For an address nobody here knows: flooded, not answered by the proxy.
+    let stranger = (MacAddr([2, 0x42, 10, 130, 0, 9]), Ipv4Addr::new(10, 130, 0, 9));
+    let request = arp_request_from(stranger.0, stranger.1, Ipv4Addr::new(10, 130, 0, 201));
+    let n = vxlan::encapsulate(&mut bcast, &o, &request).unwrap();
+    a.uplink.inject(bcast[..n].to_vec());
+    a.sw.poll_all();
+    assert_eq!(a.container.take_all().len(), 1, "delivered locally");
+    assert!(a.uplink.take_all().is_empty(), "split horizon: not sent on to the other VTEP");
+    // A local broadcast goes to both VTEPs (head-end replication).
+    a.container.inject(arp_request(&a, Ipv4Addr::new(10, 130, 0, 200)));
+    a.sw.poll_all();
+    let sent = a.uplink.take_all();
+    let vteps: Vec<Ipv4Addr> =
+        sent.iter().map(|f| vxlan::decapsulate(f, vxlan::UDP_PORT).unwrap().unwrap().dst_ip).collect();
+    assert_eq!(vteps.len(), 2, "one copy per VTEP: {vteps:?}");
+}
