@@ -13,29 +13,20 @@ pub const MAX_REQUEST: u64 = 64 * 1024;
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
-    AddNet {
-        name: String,
-        subnet: Option<String>,
-        gateway: Option<String>,
-        ip_range: Option<String>,
-        mtu: Option<u32>,
-        #[serde(default)]
-        internal: bool,
-        #[serde(default = "enabled")]
-        icc: bool,
-        #[serde(default)]
-        no_masquerade: bool,
-        #[serde(default)]
-        ipv6: bool,
-        subnet6: Option<String>,
-        gateway6: Option<String>,
-        #[serde(default)]
-        may_exist: bool,
-    },
+    AddNet(NetSpec),
     DelNet {
         name: String,
         #[serde(default)]
         if_exists: bool,
+    },
+    /// A static remote VTEP of an overlay network.
+    AddPeer {
+        network: String,
+        ip: String,
+    },
+    DelPeer {
+        network: String,
+        ip: String,
     },
     ListNets,
     ShowNet {
@@ -101,6 +92,33 @@ pub enum Request {
         id: u32,
     },
     Stats,
+}
+
+/// A network as `vsctl add-net` asks for it, before the daemon checks it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields)]
+pub struct NetSpec {
+    pub name: String,
+    pub subnet: Option<String>,
+    pub gateway: Option<String>,
+    pub ip_range: Option<String>,
+    pub mtu: Option<u32>,
+    #[serde(default)]
+    pub internal: bool,
+    #[serde(default = "enabled")]
+    pub icc: bool,
+    #[serde(default)]
+    pub no_masquerade: bool,
+    #[serde(default)]
+    pub ipv6: bool,
+    pub subnet6: Option<String>,
+    pub gateway6: Option<String>,
+    /// "bridge" (default) or "overlay".
+    pub driver: Option<String>,
+    /// VXLAN network identifier of an overlay network.
+    pub vni: Option<u32>,
+    #[serde(default)]
+    pub may_exist: bool,
 }
 
 /// A filter rule as `vsctl add-rule` asks for it, before the daemon checks it.

@@ -4,7 +4,7 @@
 //! Every handler checks everything it can before it changes anything, so a
 //! refused request leaves state, data path and namespaces as they were.
 
-use crate::control::{Request, Response, RuleSpec};
+use crate::control::{NetSpec, Request, Response, RuleSpec};
 use crate::dns::names::check_name;
 use crate::dns::service::{DnsConfig, DnsService};
 use crate::state::{State, Store};
@@ -23,11 +23,16 @@ use std::sync::Arc;
 use switch::conntrack::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use switch::fdb::PortId;
 use switch::filter;
-use switch::model::{self, Endpoint, Ipv6Config, Mapping, Network, UserRule, DEFAULT_MTU, DEFAULT_NETWORK};
+use switch::model::{
+    self, Endpoint, Ipv6Config, Mapping, Network, OverlayConfig, UserRule, DEFAULT_MTU, DEFAULT_NETWORK,
+};
 use switch::nat::{Published, PublishedPorts};
 use switch::{ipam, ipam6, Ipv6Spec, NetworkSpec, PortSpec, Switch, UplinkSpec, UplinkSpec6};
 
 type Outcome = Result<Value, String>;
+
+/// Overlay networks' VNIs are handed out from here, as Docker's are.
+const FIRST_VNI: u32 = 4096;
 
 /// `vswitchd --uplink IFACE --uplink-ip CIDR [--uplink-gw IP]
 /// [--uplink-ip6 CIDR] [--uplink-gw6 IP]`, checked.
@@ -42,6 +47,8 @@ pub struct UplinkConfig {
     pub shared: bool,
     /// IPv6 routed out of the uplink, when it has a next hop.
     pub ipv6: Option<UplinkSpec6>,
+    /// The UDP port of overlay networks' VXLAN (`--vxlan-port`).
+    pub vxlan_port: u16,
 }
 
 /// The uplink flags as given.
@@ -51,6 +58,7 @@ pub struct UplinkFlags<'a> {
     pub gateway: Option<&'a str>,
     pub ip6: Option<&'a str>,
     pub gateway6: Option<&'a str>,
+    pub vxlan_port: Option<u16>,
 }
 
 impl UplinkConfig {
@@ -76,7 +84,11 @@ impl UplinkConfig {
             return Err(format!("--uplink-gw {gateway} is not another host of the uplink's subnet {}", net.trunc()));
         }
         let ipv6 = uplink_ipv6(ifname, flags)?;
-        Ok(UplinkConfig { ifname: ifname.to_string(), ip: net.addr(), gateway, shared, ipv6 })
+        let vxlan_port = flags.vxlan_port.unwrap_or(proto::vxlan::UDP_PORT);
+        if vxlan_port == 0 {
+            return Err("invalid --vxlan-port 0: want 1 to 65535".into());
+        }
+        Ok(UplinkConfig { ifname: ifname.to_string(), ip: net.addr(), gateway, shared, ipv6, vxlan_port })
     }
 }
 
@@ -157,20 +169,6 @@ struct PortRequest {
     publish: Vec<String>,
 }
 
-/// What add-net asks for beyond the name.
-struct NetRequest {
-    subnet: Option<String>,
-    gateway: Option<String>,
-    ip_range: Option<String>,
-    mtu: Option<u32>,
-    internal: bool,
-    icc: bool,
-    no_masquerade: bool,
-    ipv6: bool,
-    subnet6: Option<String>,
-    gateway6: Option<String>,
-}
-
 /// A port that is live in the data path.
 struct Attached {
     port: PortId,
@@ -186,6 +184,8 @@ pub struct Daemon {
     workers: usize,
     /// The switch's address on its uplink, where ports are published.
     uplink_ip: Option<Ipv4Addr>,
+    /// The UDP port of VXLAN on the uplink.
+    vxlan_port: u16,
     /// Endpoint id → its live port. An endpoint whose plumbing failed at
     /// restore is in `state` but not here.
     attached: HashMap<String, Attached>,
@@ -211,7 +211,9 @@ impl Daemon {
         let state = store.load()?;
         let switch = Switch::start(workers)?;
         let dns = DnsService::start(dns, workers)?;
-        let mut daemon = Daemon { store, state, switch, workers, uplink_ip: None, attached: HashMap::new(), dns };
+        let vxlan_port = uplink.map_or(proto::vxlan::UDP_PORT, |u| u.vxlan_port);
+        let mut daemon =
+            Daemon { store, state, switch, workers, uplink_ip: None, vxlan_port, attached: HashMap::new(), dns };
         if daemon.state.network(DEFAULT_NETWORK).is_none() {
             daemon.create_default_network().map_err(io::Error::other)?;
         }
@@ -221,6 +223,7 @@ impl Daemon {
         if let Some(config) = uplink {
             daemon.attach_uplink(config)?;
         }
+        daemon.restore_overlays();
         Ok(daemon)
     }
 
@@ -304,35 +307,10 @@ impl Daemon {
 
     pub fn handle(&mut self, request: Request) -> Response {
         let outcome = match request {
-            Request::AddNet {
-                name,
-                subnet,
-                gateway,
-                ip_range,
-                mtu,
-                internal,
-                icc,
-                no_masquerade,
-                ipv6,
-                subnet6,
-                gateway6,
-                may_exist,
-            } => {
-                let spec = NetRequest {
-                    subnet,
-                    gateway,
-                    ip_range,
-                    mtu,
-                    internal,
-                    icc,
-                    no_masquerade,
-                    ipv6,
-                    subnet6,
-                    gateway6,
-                };
-                self.add_net(&name, spec, may_exist)
-            }
+            Request::AddNet(spec) => self.add_net(spec),
             Request::DelNet { name, if_exists } => self.del_net(&name, if_exists),
+            Request::AddPeer { network, ip } => self.peer(&network, &ip, true),
+            Request::DelPeer { network, ip } => self.peer(&network, &ip, false),
             Request::ListNets => Ok(self.state.networks.iter().map(inspect::network_summary).collect()),
             Request::ShowNet { name } => self.show_net(&name),
             Request::AddPort { network, netns, ip, ip6, mac, name, aliases, publish, may_exist } => {
@@ -365,12 +343,19 @@ impl Daemon {
 
     // ----- networks -----
 
-    fn add_net(&mut self, name: &str, req: NetRequest, may_exist: bool) -> Outcome {
+    fn add_net(&mut self, req: NetSpec) -> Outcome {
+        let name = req.name.as_str();
         if let Some(existing) = self.state.network(name) {
-            return if may_exist { Ok(json!(existing.id)) } else { Err(format!("network {name:?} already exists")) };
+            return if req.may_exist {
+                Ok(json!(existing.id))
+            } else {
+                Err(format!("network {name:?} already exists"))
+            };
         }
         validate_network_name(name)?;
-        let mtu = req.mtu.unwrap_or(DEFAULT_MTU);
+        let overlay = self.plan_overlay(&req)?;
+        let default_mtu = if overlay.is_some() { DEFAULT_MTU - proto::vxlan::OVERHEAD as u32 } else { DEFAULT_MTU };
+        let mtu = req.mtu.unwrap_or(default_mtu);
         if !(68..=65_535).contains(&mtu) {
             return Err(format!("invalid mtu {mtu}: want 68 to 65535"));
         }
@@ -395,6 +380,7 @@ impl Daemon {
         net.icc = req.icc;
         net.masquerade = !req.no_masquerade;
         net.ipv6 = self.plan_ipv6(&req)?;
+        net.overlay = overlay;
         let id = net.id.clone();
         self.install_network(net.clone())?;
         if let Err(e) = self.dns.serve(&self.switch, &net) {
@@ -411,7 +397,7 @@ impl Daemon {
     /// The IPv6 side add-net asks for: --subnet6 (or a random unique local
     /// /64) and --gateway6 (or the subnet's ::1), checked against the other
     /// networks' IPv6 subnets.
-    fn plan_ipv6(&self, req: &NetRequest) -> Result<Option<Ipv6Config>, String> {
+    fn plan_ipv6(&self, req: &NetSpec) -> Result<Option<Ipv6Config>, String> {
         if !req.ipv6 {
             if req.subnet6.is_some() || req.gateway6.is_some() {
                 return Err("--subnet6 and --gateway6 need --ipv6".into());
@@ -464,13 +450,102 @@ impl Daemon {
             icc: true,
             masquerade: true,
             ipv6: None,
+            overlay: None,
         }
     }
 
     fn install_network(&mut self, net: Network) -> Result<(), String> {
         self.switch.add_network(network_spec(&net))?;
+        if let Some(overlay) = &net.overlay {
+            if let Err(e) = self.install_overlay(&net, overlay) {
+                let _ = self.switch.remove_network(net.index);
+                return Err(e);
+            }
+        }
         self.state.networks.push(net);
         Ok(())
+    }
+
+    /// Overlay networks need the uplink (their VTEP), attached after the
+    /// networks are restored.
+    fn restore_overlays(&self) {
+        for net in &self.state.networks {
+            let Some(overlay) = &net.overlay else { continue };
+            if self.uplink_ip.is_none() {
+                log::error!("overlay network {} does not forward: vswitchd has no --uplink", net.name);
+            } else if let Err(e) = self.install_overlay(net, overlay) {
+                log::error!("overlay network {}: {e}", net.name);
+            }
+        }
+    }
+
+    /// The overlay side add-net asks for: --driver overlay [--vni N], which
+    /// needs an uplink (its address is the VTEP).
+    fn plan_overlay(&self, req: &NetSpec) -> Result<Option<OverlayConfig>, String> {
+        match req.driver.as_deref() {
+            None | Some("bridge") => {
+                if req.vni.is_some() {
+                    return Err("--vni needs --driver overlay".into());
+                }
+                return Ok(None);
+            }
+            Some("overlay") => {}
+            Some(other) => return Err(format!("invalid --driver {other:?}: want bridge or overlay")),
+        }
+        if self.uplink_ip.is_none() {
+            return Err(
+                "overlay networks need an uplink: start vswitchd with --uplink (its address is the VTEP)".into()
+            );
+        }
+        let taken: Vec<u32> = self.state.networks.iter().filter_map(|n| n.overlay.as_ref().map(|o| o.vni)).collect();
+        let vni = match req.vni {
+            Some(vni) if vni == 0 || vni > proto::vxlan::MAX_VNI => {
+                return Err(format!("invalid --vni {vni}: want 1 to {}", proto::vxlan::MAX_VNI))
+            }
+            Some(vni) if taken.contains(&vni) => return Err(format!("VNI {vni} is already in use")),
+            Some(vni) => vni,
+            None => (FIRST_VNI..=proto::vxlan::MAX_VNI).find(|v| !taken.contains(v)).ok_or("no free VNI left")?,
+        };
+        Ok(Some(OverlayConfig { vni, peers: Vec::new() }))
+    }
+
+    /// Program an overlay network's VNI and tunnels to its peers.
+    fn install_overlay(&self, net: &Network, overlay: &OverlayConfig) -> Result<(), String> {
+        self.switch.set_overlay(net.index, overlay.vni, self.vxlan_port)?;
+        for peer in &overlay.peers {
+            self.switch.add_tunnel(net.index, *peer)?;
+        }
+        Ok(())
+    }
+
+    /// `add-peer` / `del-peer`: a static remote VTEP of an overlay network.
+    fn peer(&mut self, network: &str, ip: &str, add: bool) -> Outcome {
+        let net = self.network(network)?.clone();
+        let Some(mut overlay) = net.overlay.clone() else {
+            return Err(format!("network {network} is not an overlay network (add-net --driver overlay)"));
+        };
+        let ip = ipam::parse_ipv4("peer address", ip)?;
+        let known = overlay.peers.contains(&ip);
+        match (add, known) {
+            (true, true) => return Err(format!("{ip} is a peer of {network} already")),
+            (false, false) => return Err(format!("{ip} is not a peer of {network}")),
+            (true, false) => {
+                if Some(ip) == self.uplink_ip {
+                    return Err(format!("{ip} is this switch's own VTEP address"));
+                }
+                self.switch.add_tunnel(net.index, ip)?;
+                overlay.peers.push(ip);
+            }
+            (false, true) => {
+                self.switch.remove_tunnel(net.index, ip)?;
+                overlay.peers.retain(|p| *p != ip);
+            }
+        }
+        if let Some(n) = self.state.networks.iter_mut().find(|n| n.name == network) {
+            n.overlay = Some(overlay);
+        }
+        self.save()?;
+        Ok(Value::Null)
     }
 
     fn del_net(&mut self, name: &str, if_exists: bool) -> Outcome {
@@ -490,6 +565,9 @@ impl Daemon {
             return Err(format!("network {name} has active ports: {} (del-port them first)", ports.join(", ")));
         }
         self.dns.unserve(&self.switch, net.index);
+        for peer in net.overlay.iter().flat_map(|o| o.peers.iter()) {
+            self.switch.remove_tunnel(net.index, *peer)?;
+        }
         self.switch.remove_network(net.index)?;
         self.state.networks.retain(|n| n.name != name);
         self.dns.set_names(&self.state);

@@ -31,8 +31,8 @@ pub fn network(net: &Network, endpoints: &[&Endpoint]) -> Value {
         "Name": net.name,
         "Id": net.id,
         "Created": net.created,
-        "Scope": "local",
-        "Driver": "bridge",
+        "Scope": net.scope(),
+        "Driver": net.driver(),
         "EnableIPv6": net.ipv6.is_some(),
         "IPAM": { "Driver": "default", "Options": {}, "Config": configs },
         "Internal": net.internal,
@@ -42,6 +42,8 @@ pub fn network(net: &Network, endpoints: &[&Endpoint]) -> Value {
             "com.docker.network.driver.mtu": net.mtu.to_string(),
             "com.docker.network.bridge.enable_icc": net.icc.to_string(),
             "com.docker.network.bridge.enable_ip_masquerade": net.masquerade.to_string(),
+            "com.docker.network.driver.overlay.vxlanid_list":
+                net.overlay.as_ref().map(|o| o.vni.to_string()).unwrap_or_default(),
         },
         "Labels": {},
     }])
@@ -60,8 +62,8 @@ pub fn network_summary(net: &Network) -> Value {
     json!({
         "Id": net.id,
         "Name": net.name,
-        "Driver": "bridge",
-        "Scope": "local",
+        "Driver": net.driver(),
+        "Scope": net.scope(),
         "Subnet": net.subnet.to_string(),
         "Gateway": net.gateway.to_string(),
     })
@@ -104,6 +106,7 @@ mod tests {
             icc: true,
             masquerade: true,
             ipv6: None,
+            overlay: None,
         };
         let ep = Endpoint {
             id: "e".repeat(64),
@@ -149,6 +152,7 @@ mod tests {
                 subnet: "2001:db8:1::/64".parse().unwrap(),
                 gateway: "2001:db8:1::1".parse().unwrap(),
             }),
+            overlay: None,
         };
         let ep = Endpoint {
             id: "e".repeat(64),

@@ -98,6 +98,7 @@ mod tests {
                 subnet: "2001:db8::/64".parse().unwrap(),
                 gateway: "2001:db8::1".parse().unwrap(),
             }),
+            overlay: None,
         };
         let state = State { networks: vec![net], endpoints: vec![], rules: vec![] };
         store.save(&state).unwrap();

@@ -327,6 +327,7 @@ impl Switch {
         }
         self.publish(|s| {
             s.networks.remove(&index);
+            s.overlay.vnis.retain(|_, n| *n != index);
         });
         Ok(())
     }

@@ -116,6 +116,7 @@ mod tests {
             icc: true,
             masquerade: true,
             ipv6: None,
+            overlay: None,
         }
     }
 

@@ -36,6 +36,38 @@ pub struct Network {
     /// Dual stack (Docker's --ipv6): the IPv6 subnet and gateway.
     #[serde(default)]
     pub ipv6: Option<Ipv6Config>,
+    /// An overlay network (`--driver overlay`): stretched over hosts by VXLAN.
+    #[serde(default)]
+    pub overlay: Option<OverlayConfig>,
+}
+
+/// An overlay network's VXLAN side.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct OverlayConfig {
+    pub vni: u32,
+    /// Static remote VTEPs (`vsctl add-peer`).
+    #[serde(default)]
+    pub peers: Vec<Ipv4Addr>,
+}
+
+impl Network {
+    /// Docker's driver name: "bridge" or "overlay".
+    pub fn driver(&self) -> &'static str {
+        if self.overlay.is_some() {
+            "overlay"
+        } else {
+            "bridge"
+        }
+    }
+
+    /// Docker's scope: an overlay network is the cluster's, not this host's.
+    pub fn scope(&self) -> &'static str {
+        if self.overlay.is_some() {
+            "global"
+        } else {
+            "local"
+        }
+    }
 }
 
 /// A network's IPv6 side.

@@ -282,6 +282,7 @@ mod tests {
             icc: true,
             masquerade: true,
             ipv6: None,
+            overlay: None,
         }
     }
 

@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use vswitch::control::{self, Request, RuleSpec};
+use vswitch::control::{self, NetSpec, Request, RuleSpec};
 use vswitch::DEFAULT_SOCKET;
 
 #[derive(Parser)]
@@ -54,10 +54,20 @@ enum Command {
         /// IPv6 gateway address the switch owns besides fe80::1 (default: the subnet's ::1).
         #[arg(long, requires = "ipv6")]
         gateway6: Option<String>,
+        /// bridge (default) or overlay: a network stretched over hosts with VXLAN (peers: add-peer).
+        #[arg(long, value_parser = ["bridge", "overlay"])]
+        driver: Option<String>,
+        /// VXLAN network identifier of an overlay network (default: the first free from 4096).
+        #[arg(long)]
+        vni: Option<u32>,
         /// Succeed if the network already exists.
         #[arg(long)]
         may_exist: bool,
     },
+    /// Add a static remote VTEP (another host's vswitchd uplink address) to an overlay network.
+    AddPeer { network: String, ip: String },
+    /// Remove a static remote VTEP from an overlay network.
+    DelPeer { network: String, ip: String },
     /// Remove a network that has no ports.
     DelNet {
         name: String,
@@ -190,9 +200,11 @@ fn run(args: Args) -> Result<(), String> {
             ipv6,
             subnet6,
             gateway6,
+            driver,
+            vni,
             may_exist,
-        } => (
-            Request::AddNet {
+        } => {
+            let spec = NetSpec {
                 name,
                 subnet,
                 gateway,
@@ -204,10 +216,14 @@ fn run(args: Args) -> Result<(), String> {
                 ipv6,
                 subnet6,
                 gateway6,
+                driver,
+                vni,
                 may_exist,
-            },
-            print_plain,
-        ),
+            };
+            (Request::AddNet(spec), print_plain)
+        }
+        Command::AddPeer { network, ip } => (Request::AddPeer { network, ip }, print_plain),
+        Command::DelPeer { network, ip } => (Request::DelPeer { network, ip }, print_plain),
         Command::DelNet { name, if_exists } => (Request::DelNet { name, if_exists }, print_plain),
         Command::ListNets { json } => (Request::ListNets, if json { print_json } else { print_nets }),
         Command::ShowNet { name } => (Request::ShowNet { name }, print_json),

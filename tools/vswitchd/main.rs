@@ -42,6 +42,9 @@ struct Args {
     /// route via IFACE; with neither, IPv6 is not routed out).
     #[arg(long, value_name = "IP", requires = "uplink")]
     uplink_gw6: Option<String>,
+    /// UDP port of overlay networks' VXLAN on the uplink (Linux's vxlan dstport).
+    #[arg(long, value_name = "PORT", requires = "uplink")]
+    vxlan_port: Option<u16>,
     /// Upstream DNS server for names the embedded DNS does not know
     /// (repeatable; default: the host's resolv.conf less loopback entries).
     #[arg(long = "dns", value_name = "IP")]
@@ -74,6 +77,7 @@ fn run(args: &Args) -> Result<(), String> {
                 gateway: args.uplink_gw.as_deref(),
                 ip6: args.uplink_ip6.as_deref(),
                 gateway6: args.uplink_gw6.as_deref(),
+                vxlan_port: args.vxlan_port,
             };
             UplinkConfig::from_flags(ifname, &flags)
         })
