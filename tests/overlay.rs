@@ -107,3 +107,33 @@ fn bad_overlay_requests_are_refused_and_change_nothing() {
     d.vsctl_ok(&["del-net", "ov"]);
     d.add_net("ov", "10.141.0.0/24", &["--driver", "overlay", "--vni", "7"]);
 }
+
+#[test]
+fn the_linux_vxlan_device_talks_to_containers_on_the_overlay() {
+    let (h1, h2) = underlay();
+    let (vtep1, vtep2): (Ipv4Addr, Ipv4Addr) = ("10.254.2.1".parse().unwrap(), "10.254.2.2".parse().unwrap());
+    let kernel_ip: Ipv4Addr = "10.144.0.9".parse().unwrap();
+    // Host 2 has no vswitchd: a kernel vxlan device, VNI 42, vswitchd's VTEP as remote.
+    in_ns(&h2.0, move || -> std::io::Result<()> {
+        use ports::{kernel_bridge, netlink};
+        let up = netlink::link_index(UPLINK_IFACE)?.expect("underlay");
+        netlink::add_ipv4_addr(up, vtep2, 24)?;
+        let spec = kernel_bridge::VxlanSpec { vni: 42, local: vtep2, remote: vtep1, dev: up, port: 4789 };
+        let vx = kernel_bridge::create_vxlan("vx0", &spec)?;
+        netlink::add_ipv4_addr(vx, kernel_ip, 24)?;
+        netlink::set_link_up(vx)
+    })
+    .unwrap_or_else(|e| panic!("kernel vxlan in {}: {e}", h2.0));
+    let d1 = host_daemon(&h1.0, vtep1, vtep2);
+    d1.add_net("ov", "10.144.0.0/24", &["--driver", "overlay", "--vni", "42"]);
+    d1.vsctl_ok(&["add-peer", "ov", &vtep2.to_string()]);
+    let c1 = d1.add_port("ov", &d1.ns_name(), &["--ip", "10.144.0.2"]);
+
+    assert!(ping(&c1.netns, kernel_ip, PING), "the container cannot ping the kernel's vxlan device");
+    assert!(ping(&h2.0, c1.ip, PING), "the kernel's vxlan device cannot ping the container");
+    // The kernel hands over TCP super-frames whole, with partial checksums
+    // inside the inner frame: switched whole, the bytes checked at the end.
+    tcp_stream(&c1.netns, c1.ip, &h2.0, 8 << 20).unwrap_or_else(|e| panic!("TCP kernel vxlan → container: {e}"));
+    tcp_stream(&h2.0, kernel_ip, &c1.netns, 8 << 20).unwrap_or_else(|e| panic!("TCP container → kernel vxlan: {e}"));
+    assert_eq!(d1.stats().drops("malformed"), 0, "tunnel frames refused");
+}

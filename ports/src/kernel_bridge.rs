@@ -1,7 +1,8 @@
 //! rtnetlink plumbing for a Linux kernel bridge topology (the reference the
 //! lab bench measures vswitchd against): bridges, veth pairs whose peer is
-//! created straight inside another namespace, bridge ports, interface
-//! counters and permanent neighbour entries.
+//! created straight inside another namespace, bridge ports, the kernel's
+//! VXLAN device (the reference for overlay networks), interface counters
+//! and permanent neighbour entries.
 //!
 //! Like `netlink`, every call opens its own socket on the calling thread, so
 //! calling it from inside `netns::run_in` acts on that namespace.
@@ -15,7 +16,7 @@ use netlink_packet_core::{
     NetlinkBuffer, NetlinkHeader, NetlinkMessage, NetlinkPayload, NLM_F_ACK, NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE,
     NLM_F_REQUEST,
 };
-use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, LinkAttribute, LinkInfo, LinkMessage};
+use netlink_packet_route::link::{InfoData, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkInfo, LinkMessage};
 use netlink_packet_route::neighbour::{NeighbourAddress, NeighbourAttribute, NeighbourMessage, NeighbourState};
 use netlink_packet_route::route::RouteType;
 use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
@@ -63,6 +64,39 @@ pub fn create_veth_into(name: &str, peer_name: &str, peer_netns: &str) -> io::Re
     ]));
     ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL, &what)?;
     drop(ns);
+    index_of(name)
+}
+
+/// What a kernel VXLAN device is made with.
+#[derive(Debug, Clone, Copy)]
+pub struct VxlanSpec {
+    pub vni: u32,
+    /// The underlay address it sends from.
+    pub local: Ipv4Addr,
+    /// The one remote VTEP (unicast; `ip link add ... remote`).
+    pub remote: Ipv4Addr,
+    /// The underlay interface.
+    pub dev: u32,
+    pub port: u16,
+}
+
+/// Create a Linux `vxlan` device `name` (`ip link add NAME type vxlan id VNI
+/// local LOCAL remote REMOTE dev DEV dstport PORT`), left down; returns its index.
+pub fn create_vxlan(name: &str, spec: &VxlanSpec) -> io::Result<u32> {
+    let mut msg = LinkMessage::default();
+    msg.attributes.push(LinkAttribute::IfName(name.to_string()));
+    let vxlan = vec![
+        InfoVxlan::Id(spec.vni),
+        InfoVxlan::Local(spec.local),
+        InfoVxlan::Group(spec.remote),
+        InfoVxlan::Link(spec.dev),
+        InfoVxlan::Port(spec.port),
+        InfoVxlan::Learning(true),
+    ];
+    msg.attributes
+        .push(LinkAttribute::LinkInfo(vec![LinkInfo::Kind(InfoKind::Vxlan), LinkInfo::Data(InfoData::Vxlan(vxlan))]));
+    let what = format!("vxlan {name} id {} remote {}", spec.vni, spec.remote);
+    ack(RouteNetlinkMessage::NewLink(msg), NLM_F_CREATE | NLM_F_EXCL, &what)?;
     index_of(name)
 }
 

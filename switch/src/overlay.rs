@@ -24,7 +24,7 @@ use std::time::Instant;
 use parking_lot::Mutex;
 use ports::FrameIo;
 use proto::offload::Offload;
-use proto::{arp, vxlan, MacAddr};
+use proto::{arp, ethernet, vxlan, MacAddr};
 
 use crate::fdb::PortId;
 use crate::nat::UplinkContext;
@@ -158,8 +158,10 @@ pub(crate) fn decapsulate(ctx: &UplinkContext, frame: &[u8], offload: &Offload) 
         Ok(_) => return None,
         Err(_) => return Some(Verdict::Drop(DropReason::Malformed)),
     };
-    if !offload.is_plain() {
-        return Some(Verdict::Drop(DropReason::Malformed)); // a merged or unfinished tunnel packet
+    let start = d.inner.as_ptr() as usize - frame.as_ptr() as usize;
+    if offload.is_gso() && inner_offload(offload, start).is_plain() {
+        // A super-frame whose metadata does not point into the inner frame.
+        return Some(Verdict::Drop(DropReason::Malformed));
     }
     let Some(&port) = overlay.tunnels.get(&(d.vni, d.src_ip)) else {
         return Some(Verdict::Drop(DropReason::UnknownVtep));
@@ -167,8 +169,25 @@ pub(crate) fn decapsulate(ctx: &UplinkContext, frame: &[u8], offload: &Offload) 
     if let Some(neighbour) = overlay.neighbours.get(&d.src_ip) {
         neighbour.learn(d.src_mac);
     }
-    let start = d.inner.as_ptr() as usize - frame.as_ptr() as usize;
     Some(Verdict::Decapsulated(port, start, d.inner.len()))
+}
+
+/// The offload metadata of a decapsulated frame starting at `start` of
+/// the outer one. A sender on this host (the kernel's vxlan device) leaves
+/// the inner TCP checksum partial and hands over TCP super-frames whole,
+/// the metadata pointing into the inner frame: it moves to the inner
+/// frame's offsets, so the super-frame is switched whole too. A partial
+/// checksum on the outer UDP header goes with it (never read).
+pub fn inner_offload(outer: &Offload, start: usize) -> Offload {
+    let csum_start = outer.csum_start as usize;
+    if !outer.needs_csum() || csum_start < start + ethernet::HEADER_LEN {
+        return Offload::NONE;
+    }
+    Offload {
+        csum_start: (csum_start - start) as u16,
+        hdr_len: (outer.hdr_len as usize).saturating_sub(start) as u16,
+        ..*outer
+    }
 }
 
 /// What the data path knows of the overlay networks.

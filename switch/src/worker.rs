@@ -110,8 +110,9 @@ impl Engine {
                 let frame = &mut frames[i][..lens[i]];
                 match nat::from_uplink(&ctx, frame, &offloads[i], scratch) {
                     Verdict::Decapsulated(tunnel, start, len) => {
+                        let offload = crate::overlay::inner_offload(&offloads[i], start);
                         let inner = &mut frame[start..start + len];
-                        out.through_tunnel(snap, tunnel, now, inner, scratch);
+                        out.through_tunnel(snap, (tunnel, now), inner, offload, scratch);
                     }
                     verdict => out.apply(snap, None, frame, &mut offloads[i], scratch, verdict),
                 }
@@ -207,12 +208,18 @@ impl<'a> Output<'a> {
 
     /// An inner frame that came in through tunnel port `tunnel`: through the
     /// pipeline of its overlay network, as received on that port.
-    fn through_tunnel(&mut self, snap: &'a Snapshot, tunnel: PortId, now: u32, frame: &mut [u8], scratch: &mut [u8]) {
+    fn through_tunnel(
+        &mut self,
+        snap: &'a Snapshot,
+        (tunnel, now): (PortId, u32),
+        frame: &mut [u8],
+        mut offload: Offload,
+        scratch: &mut [u8],
+    ) {
         let Some(port) = snap.ports.get(&tunnel) else { return };
         let Some(net) = snap.networks.get(&port.spec.network) else { return };
         let view = net.fdb.view();
         let ctx = Context { snap, shared: self.shared, net, fdb: &view, in_port: port, now };
-        let mut offload = Offload::NONE;
         let verdict = pipeline::process(&ctx, frame, &mut offload, scratch);
         let uplink = std::mem::replace(&mut self.from, port);
         self.apply(snap, Some(net), frame, &mut offload, scratch, verdict);
