@@ -18,17 +18,25 @@
 //! figure is an error unless the receiver saw the router's uplink address
 //! as the peer.
 //!
+//! The overlay row: TCP between containers on two hosts (namespaces joined
+//! by a veth underlay) over VXLAN: for the kernel, a Linux bridge and a
+//! `vxlan` device on each host; for vswitchd, one daemon per host with an
+//! overlay network and the other host as its peer (lab/overlay.rs).
+//!
 //! Environment: LAB_SECS (seconds per throughput test, default 5),
 //! LAB_WORKERS (vswitchd workers, default: the number of cores),
 //! LAB_GEN_THREADS (64-byte generator threads, default 1), LAB_RTTS (measured
-//! round trips, default 20000), LAB_NAT_ONLY=1 (measure only the NAT row,
-//! both columns: for A/B runs of the uplink; the other rows show "-").
+//! round trips, default 20000), LAB_ONLY=nat or LAB_ONLY=overlay (measure
+//! only that row, both columns, for A/B runs; the other rows show "-";
+//! LAB_NAT_ONLY=1 is LAB_ONLY=nat).
 //!
 //! Scaling mode: `LAB_SCALING=1,2,4,8 sudo -E cargo bench --bench lab`
 //! prints, instead of the table above, the 64-byte forwarding rate through
 //! vswitchd for each worker count, with speed-up and efficiency; there
 //! LAB_GEN_THREADS defaults to the worker count (see lab/scaling.rs).
 
+#[path = "lab/overlay.rs"]
+mod overlay;
 #[path = "lab/report.rs"]
 mod report;
 #[path = "lab/scaling.rs"]
@@ -41,7 +49,7 @@ mod traffic;
 use std::net::IpAddr;
 use std::time::Duration;
 
-use report::{Figure, Figures, Machine, RunInfo, NAT_TCP1};
+use report::{Figure, Figures, Machine, RunInfo, NAT_TCP1, OVERLAY_TCP1};
 use serde_json::json;
 use topo::{Cleanup, Nat, Pair};
 
@@ -94,8 +102,15 @@ fn main() {
         return;
     }
 
-    let nat_only = std::env::var("LAB_NAT_ONLY").is_ok_and(|v| v == "1");
-    let (mut bridge, bridge_mtu) = if nat_only {
+    // LAB_NAT_ONLY=1 (kept) is LAB_ONLY=nat.
+    let only = std::env::var("LAB_ONLY")
+        .ok()
+        .or_else(|| std::env::var("LAB_NAT_ONLY").ok().filter(|v| v == "1").map(|_| "nat".to_string()));
+    if let Some(row) = only.as_deref().filter(|r| !matches!(*r, "nat" | "overlay")) {
+        panic!("LAB_ONLY={row:?}: want nat or overlay");
+    }
+    let one_row = only.is_some();
+    let (mut bridge, bridge_mtu) = if one_row {
         (Figures::new(), None)
     } else {
         eprintln!("lab: topology K (Linux bridge in its own namespace)");
@@ -103,7 +118,7 @@ fn main() {
         let pair = topo::kernel_bridge(&mut cleanup);
         (measure(&pair, None, &cfg), Some(pair.mtu))
     };
-    let (mut vswitchd, vswitchd_mtu) = if nat_only {
+    let (mut vswitchd, vswitchd_mtu) = if one_row {
         (Figures::new(), None)
     } else {
         eprintln!("lab: topology V (vswitchd, {} workers)", cfg.workers);
@@ -118,31 +133,11 @@ fn main() {
 
     let mut notes = Vec::new();
     let mut nat_mtu = json!({ "kernel": null, "vswitchd": null });
-    match topo::nft_binary() {
-        None => {
-            let note = "kernel NAT: nft not installed (apt-get install nftables), column skipped";
-            eprintln!("{note}");
-            notes.push(note.to_string());
-        }
-        Some(nft) => {
-            eprintln!("lab: topology kernel NAT (bridge + forwarding + nftables masquerade)");
-            let mut cleanup = Cleanup::default();
-            let nat = topo::kernel_nat(&mut cleanup);
-            nat_mtu["kernel"] = json!(nat.pair.mtu);
-            let figure = topo::masquerade(&nft, &nat).and_then(|()| measure_nat(&nat, &cfg));
-            record(&mut bridge, &nat.pair, NAT_TCP1, figure);
-        }
+    if only.as_deref() != Some("overlay") {
+        measure_nat_rows(&cfg, &mut bridge, &mut vswitchd, &mut notes, &mut nat_mtu);
     }
-    eprintln!("lab: topology vswitchd NAT ({} workers, uplink)", cfg.workers);
-    {
-        let mut cleanup = Cleanup::default();
-        let (nat, daemon) = topo::vswitchd_nat(&mut cleanup, cfg.workers);
-        nat_mtu["vswitchd"] = json!(nat.pair.mtu);
-        let figure = measure_nat(&nat, &cfg);
-        if figure.is_err() {
-            eprintln!("---- vswitchd log (tail) ----\n{}\n---- end ----", daemon.log_tail(3000));
-        }
-        record(&mut vswitchd, &nat.pair, NAT_TCP1, figure);
+    if only.as_deref() != Some("nat") {
+        measure_overlay_rows(&cfg, &mut bridge, &mut vswitchd);
     }
 
     let info = RunInfo {
@@ -159,6 +154,72 @@ fn main() {
         notes,
     };
     report::print(&info, &bridge, &vswitchd);
+}
+
+/// The NAT row: kernel bridge + nftables masquerade (when `nft` is
+/// installed) and vswitchd's uplink.
+fn measure_nat_rows(
+    cfg: &Config,
+    bridge: &mut Figures,
+    vswitchd: &mut Figures,
+    notes: &mut Vec<String>,
+    nat_mtu: &mut serde_json::Value,
+) {
+    match topo::nft_binary() {
+        None => {
+            let note = "kernel NAT: nft not installed (apt-get install nftables), column skipped";
+            eprintln!("{note}");
+            notes.push(note.to_string());
+        }
+        Some(nft) => {
+            eprintln!("lab: topology kernel NAT (bridge + forwarding + nftables masquerade)");
+            let mut cleanup = Cleanup::default();
+            let nat = topo::kernel_nat(&mut cleanup);
+            nat_mtu["kernel"] = json!(nat.pair.mtu);
+            let figure = topo::masquerade(&nft, &nat).and_then(|()| measure_nat(&nat, cfg));
+            record(bridge, &nat.pair, NAT_TCP1, figure);
+        }
+    }
+    eprintln!("lab: topology vswitchd NAT ({} workers, uplink)", cfg.workers);
+    {
+        let mut cleanup = Cleanup::default();
+        let (nat, daemon) = topo::vswitchd_nat(&mut cleanup, cfg.workers);
+        nat_mtu["vswitchd"] = json!(nat.pair.mtu);
+        let figure = measure_nat(&nat, cfg);
+        if figure.is_err() {
+            eprintln!("---- vswitchd log (tail) ----\n{}\n---- end ----", daemon.log_tail(3000));
+        }
+        record(vswitchd, &nat.pair, NAT_TCP1, figure);
+    }
+}
+
+/// The overlay row: two hosts over VXLAN, kernel bridges + vxlan devices
+/// against two vswitchd.
+fn measure_overlay_rows(cfg: &Config, bridge: &mut Figures, vswitchd: &mut Figures) {
+    eprintln!("lab: topology kernel overlay (bridge + vxlan on two hosts)");
+    {
+        let mut cleanup = Cleanup::default();
+        let pair = overlay::kernel(&mut cleanup);
+        let figure = measure_tcp1(&pair, cfg);
+        record(bridge, &pair, OVERLAY_TCP1, figure);
+    }
+    eprintln!("lab: topology vswitchd overlay ({} workers per host)", cfg.workers);
+    let mut cleanups = [Cleanup::default(), Cleanup::default()];
+    let (pair, daemons) = overlay::vswitchd(&mut cleanups, cfg.workers);
+    let figure = measure_tcp1(&pair, cfg);
+    if figure.is_err() {
+        for d in &daemons {
+            eprintln!("---- vswitchd log (tail) ----\n{}\n---- end ----", d.log_tail(3000));
+        }
+    }
+    record(vswitchd, &pair, OVERLAY_TCP1, figure);
+}
+
+/// One TCP stream A → B, once B is reachable.
+fn measure_tcp1(pair: &Pair, cfg: &Config) -> Figure {
+    traffic::reachable(pair, Duration::from_secs(5))
+        .map_err(|e| format!("{} → {} unreachable: {e}", pair.a_ip, pair.b_ip))?;
+    traffic::tcp_gbps(pair, 1, cfg.secs).map_err(err)
 }
 
 fn require_root() {

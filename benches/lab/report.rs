@@ -22,12 +22,19 @@ pub struct Metric {
 /// The NAT row's key: measured on topologies of its own (container → router
 /// with masquerade → outside), not on the two-host pair of the other rows.
 pub const NAT_TCP1: &str = "nat_tcp1_gbps";
+pub const OVERLAY_TCP1: &str = "overlay_tcp1_gbps";
 
 /// The rows, in the order they are printed.
 pub const METRICS: &[Metric] = &[
     Metric { key: "tcp1_gbps", title: "TCP, 1 stream", unit: "Gbit/s", higher_is_better: true },
     Metric { key: "tcp4_gbps", title: "TCP, 4 streams", unit: "Gbit/s", higher_is_better: true },
     Metric { key: NAT_TCP1, title: "TCP via NAT to outside, 1 stream", unit: "Gbit/s", higher_is_better: true },
+    Metric {
+        key: OVERLAY_TCP1,
+        title: "TCP over a VXLAN overlay, 2 hosts, 1 stream",
+        unit: "Gbit/s",
+        higher_is_better: true,
+    },
     Metric { key: "frames_rx_mpps", title: "64-byte frames received", unit: "Mpps", higher_is_better: true },
     Metric { key: "frames_sent_mpps", title: "64-byte frames sent", unit: "Mpps", higher_is_better: true },
     Metric { key: "rtt_p50_us", title: "UDP round trip p50", unit: "us", higher_is_better: false },

@@ -28,7 +28,7 @@ const VSCTL: &str = env!("CARGO_BIN_EXE_vsctl");
 /// Host 250 of each subnet: owned by nobody, mapped in A to B's MAC by a
 /// permanent neighbour entry, so frames to it reach B's interface and are
 /// dropped by B's IP layer (B does not forward).
-const BLACKHOLE_HOST: u8 = 250;
+pub const BLACKHOLE_HOST: u8 = 250;
 
 /// How long a starting vswitchd may take to answer `list-nets`.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -61,7 +61,7 @@ pub struct Cleanup {
 impl Cleanup {
     /// Remember `name` for deletion before it is created, so that a failure
     /// half-way through creating it still removes it.
-    fn track_ns(&mut self, name: &str) {
+    pub fn track_ns(&mut self, name: &str) {
         self.namespaces.push(name.to_string());
     }
 
@@ -111,7 +111,8 @@ pub fn ns_name(suffix: &str) -> String {
 }
 
 /// The `ns_name` suffixes of all topologies: K, V, kernel NAT, vswitchd NAT.
-const NS_SUFFIXES: &[&str] = &["kS", "kA", "kB", "vA", "vB", "kR", "kC", "kO", "nH", "nO", "nC"];
+const NS_SUFFIXES: &[&str] =
+    &["kS", "kA", "kB", "vA", "vB", "kR", "kC", "kO", "nH", "nO", "nC", "xH", "xI", "xA", "xB", "oH", "oI", "oA", "oB"];
 
 /// Remove what earlier runs that were killed (SIGKILL skips Drop) left
 /// behind: namespaces `vl<pid><suffix>` and directories `/tmp/vswitch-lab-<pid>`
@@ -127,7 +128,8 @@ pub fn remove_stale() {
         }
     }
     for name in dir_names("/tmp") {
-        if name.strip_prefix("vswitch-lab-").is_some_and(dead) {
+        let pid = |rest: &str| rest.trim_end_matches(|c: char| !c.is_ascii_digit()).to_string();
+        if name.strip_prefix("vswitch-lab-").map(pid).is_some_and(|p| dead(&p)) {
             eprintln!("lab: removing /tmp/{name} of a killed run");
             let _ = fs::remove_dir_all(format!("/tmp/{name}"));
         }
@@ -209,7 +211,7 @@ pub struct Daemon {
 }
 
 impl Daemon {
-    fn vsctl(&self, args: &[&str]) -> Result<String, String> {
+    pub fn vsctl(&self, args: &[&str]) -> Result<String, String> {
         let out = Command::new(VSCTL)
             .arg("--socket")
             .arg(&self.socket)
@@ -252,8 +254,13 @@ pub fn vswitchd(cleanup: &mut Cleanup, workers: usize) -> (Pair, Daemon) {
 
 /// A fresh /tmp/vswitch-lab-PID for a daemon's state, socket and log,
 /// removed by `cleanup`.
-fn scratch_dir(cleanup: &mut Cleanup) -> PathBuf {
-    let dir = PathBuf::from(format!("/tmp/vswitch-lab-{}", std::process::id()));
+pub fn scratch_dir(cleanup: &mut Cleanup) -> PathBuf {
+    scratch_dir_named(cleanup, "")
+}
+
+/// The same with `tag` after the pid, for a second daemon.
+pub fn scratch_dir_named(cleanup: &mut Cleanup, tag: &str) -> PathBuf {
+    let dir = PathBuf::from(format!("/tmp/vswitch-lab-{}{tag}", std::process::id()));
     let _ = fs::remove_dir_all(&dir);
     fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
     cleanup.dir = Some(dir.clone());
@@ -263,7 +270,7 @@ fn scratch_dir(cleanup: &mut Cleanup) -> PathBuf {
 /// Start vswitchd with `workers` workers and `extra` flags; inside namespace
 /// `netns` if given (entered with setns between fork and exec, so it keeps
 /// our mount namespace and sees /run/netns as we do).
-fn start_daemon(
+pub fn start_daemon(
     cleanup: &mut Cleanup,
     dir: &std::path::Path,
     workers: usize,
@@ -318,12 +325,12 @@ fn wait_ready(cleanup: &mut Cleanup, daemon: &Daemon) {
 }
 
 /// What `vsctl add-port` reports that the bench needs.
-struct Port {
-    ifname: String,
-    mac: [u8; 6],
+pub struct Port {
+    pub ifname: String,
+    pub mac: [u8; 6],
 }
 
-fn add_port(daemon: &Daemon, cleanup: &mut Cleanup, net: &str, ns: &str, ip: Ipv4Addr) -> Result<Port, String> {
+pub fn add_port(daemon: &Daemon, cleanup: &mut Cleanup, net: &str, ns: &str, ip: Ipv4Addr) -> Result<Port, String> {
     cleanup.track_ns(ns);
     let out = daemon.vsctl(&["add-port", net, ns, "--ip", &ip.to_string()])?;
     let json: Value = serde_json::from_str(&out).map_err(|e| format!("add-port printed no JSON ({e}): {out}"))?;
@@ -360,11 +367,11 @@ pub struct Nat {
 }
 
 /// The uplink's interface name in the router (kernel) or host (vswitchd) namespace.
-const UPLINK_IF: &str = "up0";
+pub const UPLINK_IF: &str = "up0";
 
 /// In namespace `ns`: `ifname` (and lo) up, with `ip/24` and, if given, a
 /// default route via `gw`.
-fn address(ns: &str, ifname: &'static str, ip: Ipv4Addr, gw: Option<Ipv4Addr>) {
+pub fn address(ns: &str, ifname: &'static str, ip: Ipv4Addr, gw: Option<Ipv4Addr>) {
     netns::run_in(ns, move || -> std::io::Result<()> {
         let index = netlink::link_index(ifname)?.ok_or_else(|| std::io::Error::other(format!("no {ifname}")))?;
         netlink::add_ipv4_addr(index, ip, 24)?;
@@ -380,7 +387,7 @@ fn address(ns: &str, ifname: &'static str, ip: Ipv4Addr, gw: Option<Ipv4Addr>) {
 }
 
 /// The MTU of `ifname` in `ns` (0 if unknown).
-fn mtu_of(ns: &str, ifname: &str) -> u32 {
+pub fn mtu_of(ns: &str, ifname: &str) -> u32 {
     let ifname = ifname.to_string();
     netns::run_in(ns, move || netlink::link(&ifname).ok().flatten().map(|l| l.mtu).unwrap_or(0)).unwrap_or(0)
 }
