@@ -91,6 +91,8 @@ fn bad_overlay_requests_are_refused_and_change_nothing() {
         (&["add-peer", "ov", "10.254.1.2"], &["10.254.1.2", "already"]),
         (&["add-peer", "ov", "10.254.1.1"], &["10.254.1.1", "own"]),
         (&["add-peer", "ov", "nonsense"], &["nonsense"]),
+        (&["add-peer", "ov", "0.0.0.0"], &["0.0.0.0", "unicast"]),
+        (&["add-peer", "ov", "224.0.0.1"], &["224.0.0.1", "unicast"]),
         (&["del-peer", "ov", "10.254.1.9"], &["10.254.1.9", "not a peer"]),
         (&["add-peer", "nosuch", "10.254.1.3"], &["nosuch"]),
     ];
@@ -103,8 +105,11 @@ fn bad_overlay_requests_are_refused_and_change_nothing() {
     let plain = Daemon::start();
     let stderr = plain.vsctl_err(&["add-net", "ov", "--driver", "overlay"]);
     assert_one_line_naming("overlay without uplink", &stderr, &["--uplink"]);
+    assert!(before.contains("10.254.1.2"), "show-net lists the peers: {before}");
     // del-net takes the tunnels with it.
+    assert!(d.stats().0.to_string().contains("vxlan7/10.254.1.2"));
     d.vsctl_ok(&["del-net", "ov"]);
+    assert!(!d.stats().0.to_string().contains("vxlan7/"), "a tunnel outlived its network");
     d.add_net("ov", "10.141.0.0/24", &["--driver", "overlay", "--vni", "7"]);
 }
 

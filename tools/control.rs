@@ -95,7 +95,7 @@ pub enum Request {
 }
 
 /// A network as `vsctl add-net` asks for it, before the daemon checks it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct NetSpec {
     pub name: String,

@@ -85,8 +85,13 @@ impl UplinkConfig {
         }
         let ipv6 = uplink_ipv6(ifname, flags)?;
         let vxlan_port = flags.vxlan_port.unwrap_or(proto::vxlan::UDP_PORT);
-        if vxlan_port == 0 {
-            return Err("invalid --vxlan-port 0: want 1 to 65535".into());
+        if vxlan_port == 0 || switch::conntrack::NAT_PORTS.contains(&vxlan_port) {
+            let nat = &switch::conntrack::NAT_PORTS;
+            return Err(format!(
+                "invalid --vxlan-port {vxlan_port}: want 1 to 65535 outside the masquerade ports {}-{}",
+                nat.start(),
+                nat.end()
+            ));
         }
         Ok(UplinkConfig { ifname: ifname.to_string(), ip: net.addr(), gateway, shared, ipv6, vxlan_port })
     }
@@ -509,11 +514,14 @@ impl Daemon {
         Ok(Some(OverlayConfig { vni, peers: Vec::new() }))
     }
 
-    /// Program an overlay network's VNI and tunnels to its peers.
+    /// Program an overlay network's VNI and tunnels to its peers; a peer
+    /// that cannot be added is logged, not a reason to leave out the others.
     fn install_overlay(&self, net: &Network, overlay: &OverlayConfig) -> Result<(), String> {
         self.switch.set_overlay(net.index, overlay.vni, self.vxlan_port)?;
         for peer in &overlay.peers {
-            self.switch.add_tunnel(net.index, *peer)?;
+            if let Err(e) = self.switch.add_tunnel(net.index, *peer) {
+                log::error!("overlay network {}: peer {peer}: {e}", net.name);
+            }
         }
         Ok(())
     }
@@ -525,6 +533,9 @@ impl Daemon {
             return Err(format!("network {network} is not an overlay network (add-net --driver overlay)"));
         };
         let ip = ipam::parse_ipv4("peer address", ip)?;
+        if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
+            return Err(format!("invalid peer address {ip}: want another host's unicast VTEP address"));
+        }
         let known = overlay.peers.contains(&ip);
         match (add, known) {
             (true, true) => return Err(format!("{ip} is a peer of {network} already")),
@@ -537,7 +548,7 @@ impl Daemon {
                 overlay.peers.push(ip);
             }
             (false, true) => {
-                self.switch.remove_tunnel(net.index, ip)?;
+                self.switch.remove_tunnel(net.index, ip);
                 overlay.peers.retain(|p| *p != ip);
             }
         }
@@ -564,10 +575,10 @@ impl Daemon {
         if !ports.is_empty() {
             return Err(format!("network {name} has active ports: {} (del-port them first)", ports.join(", ")));
         }
-        self.dns.unserve(&self.switch, net.index);
         for peer in net.overlay.iter().flat_map(|o| o.peers.iter()) {
-            self.switch.remove_tunnel(net.index, *peer)?;
+            self.switch.remove_tunnel(net.index, *peer);
         }
+        self.dns.unserve(&self.switch, net.index);
         self.switch.remove_network(net.index)?;
         self.state.networks.retain(|n| n.name != name);
         self.dns.set_names(&self.state);
@@ -1244,6 +1255,15 @@ mod tests {
         assert!(v6(Some("2001:db8::2/64"), None).unwrap_err().contains("--uplink-gw6"));
         assert!(v6(None, Some("nonsense")).unwrap_err().contains("--uplink-gw6"));
         assert!(v6(Some("2001:db8::2/64"), Some("2001:db8::2")).unwrap_err().contains("not another host"));
+        let vxlan = |port: u16| {
+            UplinkConfig::from_flags(
+                "nosuch-if",
+                &UplinkFlags { vxlan_port: Some(port), ..flags(Some("10.250.0.2/24"), Some("10.250.0.1")) },
+            )
+        };
+        assert_eq!(vxlan(8472).unwrap().vxlan_port, 8472);
+        assert!(vxlan(40000).unwrap_err().contains("masquerade ports"), "inside the NAT range");
+        assert!(vxlan(0).is_err());
     }
 
     #[test]

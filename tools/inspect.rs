@@ -27,7 +27,7 @@ pub fn network(net: &Network, endpoints: &[&Endpoint]) -> Value {
             (e.id.clone(), entry)
         })
         .collect();
-    json!([{
+    let mut inspect = json!({
         "Name": net.name,
         "Id": net.id,
         "Created": net.created,
@@ -42,11 +42,16 @@ pub fn network(net: &Network, endpoints: &[&Endpoint]) -> Value {
             "com.docker.network.driver.mtu": net.mtu.to_string(),
             "com.docker.network.bridge.enable_icc": net.icc.to_string(),
             "com.docker.network.bridge.enable_ip_masquerade": net.masquerade.to_string(),
-            "com.docker.network.driver.overlay.vxlanid_list":
-                net.overlay.as_ref().map(|o| o.vni.to_string()).unwrap_or_default(),
         },
         "Labels": {},
-    }])
+    });
+    if let Some(overlay) = &net.overlay {
+        inspect["Options"]["com.docker.network.driver.overlay.vxlanid_list"] = json!(overlay.vni.to_string());
+        let peers: Vec<Value> =
+            overlay.peers.iter().map(|ip| json!({ "Name": ip.to_string(), "IP": ip.to_string() })).collect();
+        inspect["Peers"] = json!(peers);
+    }
+    json!([inspect])
 }
 
 /// "ADDR/PREFIX" as Docker prints it, or "" without IPv6.

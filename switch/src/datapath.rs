@@ -472,7 +472,11 @@ impl Switch {
             queues: queues.collect(),
         };
         let mut port = self.new_port(&mut control, &snap, spec)?;
-        Arc::get_mut(&mut port).expect("a new port is not shared").tunnel = true;
+        {
+            let tunnel = Arc::get_mut(&mut port).expect("a new port is not shared");
+            tunnel.tunnel = true;
+            tunnel.first_worker = None; // nothing to receive: its frames come in by the uplink
+        }
         let id = port.id;
         let mut ports = domain.ports.clone();
         ports.push(port.clone());
@@ -486,23 +490,27 @@ impl Switch {
         Ok(id)
     }
 
-    /// Remove the tunnel from `network` to `remote`; what was learnt behind it goes too.
-    pub fn remove_tunnel(&self, network: u32, remote: Ipv4Addr) -> Result<(), String> {
+    /// Remove the tunnel from `network` to `remote`, if there is one; what
+    /// was learnt behind it goes too. Any worker may be decapsulating into
+    /// it (they all read the uplink), so every worker lets go of it before
+    /// its MACs are forgotten.
+    pub fn remove_tunnel(&self, network: u32, remote: Ipv4Addr) {
+        let _c = self.control.lock();
         let snap = self.shared.snapshot.load();
         let vni = snap.overlay.vnis.iter().find(|(_, n)| **n == network).map(|(v, _)| *v);
         let id = vni.and_then(|vni| snap.overlay.tunnels.get(&(vni, remote)).copied());
-        let (Some(vni), Some(id)) = (vni, id) else {
-            return Err(format!("no tunnel to {remote} on network index {network}"));
-        };
-        self.remove_port(id)?;
-        let _c = self.control.lock();
-        self.publish(|s| {
+        let (Some(vni), Some(id), Some(domain)) = (vni, id, snap.networks.get(&network)) else { return };
+        let ports = domain.ports.iter().filter(|p| p.id != id).cloned().collect();
+        let rebuilt = Arc::new(Domain::new(domain.spec.clone(), ports, domain.fdb.clone()));
+        self.publish_everywhere(|s| {
+            s.ports.remove(&id);
+            s.networks.insert(network, rebuilt);
             s.overlay.tunnels.remove(&(vni, remote));
             if !s.overlay.tunnels.keys().any(|(_, r)| *r == remote) {
                 s.overlay.neighbours.remove(&remote);
             }
         });
-        Ok(())
+        domain.fdb.remove_port(id);
     }
 
     /// Attach `spec` as its network's service port: the switch sends it the

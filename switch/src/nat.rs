@@ -168,6 +168,11 @@ pub(crate) fn route_out(ctx: &Context, frame: &mut [u8], offload: &Offload, scra
     let Some(flow) = parse_flow(frame, Some(icmp::TYPE_ECHO_REQUEST)) else {
         return Verdict::Drop(DropReason::NoRoute);
     };
+    if is_to_a_vtep(ctx.snap, &ip, &flow) {
+        // Masqueraded behind the uplink (the VTEP), it would enter the
+        // peer's overlay networks as this switch's own traffic.
+        return Verdict::Drop(DropReason::Spoofed);
+    }
     if ip.dont_fragment() && wire_len(frame, &ip, offload, &flow) > uplink.mtu as usize {
         return icmp_error(ctx, &ip, (icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_FRAG_NEEDED, uplink.mtu), scratch);
     }
@@ -249,6 +254,11 @@ fn icmp_error(ctx: &Context, ip: &ipv4::Packet, what: (u8, u8, u32), scratch: &m
     }
     let from = (ctx.net.spec.gateway_mac, ctx.net.spec.gateway);
     Verdict::Reply(icmp::write_error(scratch, what, ip, from, ctx.in_port.spec.mac))
+}
+
+fn is_to_a_vtep(snap: &Snapshot, ip: &ipv4::Packet, flow: &Flow) -> bool {
+    let overlay = &snap.overlay;
+    flow.proto == PROTO_UDP && flow.dport == overlay.udp_port && overlay.neighbours.contains_key(&ip.dst())
 }
 
 fn is_any_network(snap: &Snapshot, ip: Ipv4Addr) -> bool {

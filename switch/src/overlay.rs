@@ -35,12 +35,18 @@ use crate::stats::DropReason;
 const ARP_RETRY_MS: u64 = 1000;
 
 /// A remote VTEP's MAC on the underlay, shared by its tunnels of every VNI.
-#[derive(Default)]
 pub struct Neighbour {
     /// 0: unknown.
     mac: AtomicU64,
-    /// Milliseconds (on `TunnelQueue::started`'s clock) of the last ARP request, plus one.
+    /// Milliseconds since `created` of the last ARP request, plus one (0: none yet).
     last_request: AtomicU64,
+    created: Instant,
+}
+
+impl Default for Neighbour {
+    fn default() -> Neighbour {
+        Neighbour { mac: AtomicU64::new(0), last_request: AtomicU64::new(0), created: Instant::now() }
+    }
 }
 
 impl Neighbour {
@@ -51,8 +57,9 @@ impl Neighbour {
         }
     }
 
+    /// Stores only on change: senders read this line for every frame.
     pub fn learn(&self, mac: MacAddr) {
-        if !mac.is_multicast() && mac != MacAddr::ZERO {
+        if !mac.is_multicast() && mac != MacAddr::ZERO && self.mac() != Some(mac) {
             let mut v = [0u8; 8];
             v[2..].copy_from_slice(&mac.0);
             self.mac.store(u64::from_be_bytes(v), Relaxed);
@@ -75,10 +82,10 @@ pub struct TunnelQueue {
     neighbour: Arc<Neighbour>,
     local: LocalVtep,
     uplink: Arc<dyn FrameIo>,
-    /// Where frames are wrapped: one worker sends on a queue, so the lock
-    /// is never contended.
+    /// Where frames are wrapped. Worker w sends on queue w mod queues, so
+    /// the lock is contended only when the uplink has fewer queues than
+    /// there are workers (an AF_PACKET uplink has one).
     buf: Mutex<Box<[u8]>>,
-    started: Instant,
 }
 
 impl TunnelQueue {
@@ -90,12 +97,12 @@ impl TunnelQueue {
         uplink: Arc<dyn FrameIo>,
     ) -> TunnelQueue {
         let buf = vec![0u8; vxlan::OVERHEAD + 65536].into_boxed_slice();
-        TunnelQueue { vni, remote, neighbour, local, uplink, buf: Mutex::new(buf), started: Instant::now() }
+        TunnelQueue { vni, remote, neighbour, local, uplink, buf: Mutex::new(buf) }
     }
 
     /// Ask the underlay for the VTEP's MAC, at most once a second.
     fn resolve(&self, buf: &mut [u8]) {
-        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let now = self.neighbour.created.elapsed().as_millis() as u64 + 1;
         let last = self.neighbour.last_request.load(Relaxed);
         if last != 0 && now.saturating_sub(last) < ARP_RETRY_MS {
             return;
@@ -166,7 +173,9 @@ pub(crate) fn decapsulate(ctx: &UplinkContext, frame: &[u8], offload: &Offload) 
     let Some(&port) = overlay.tunnels.get(&(d.vni, d.src_ip)) else {
         return Some(Verdict::Drop(DropReason::UnknownVtep));
     };
-    if let Some(neighbour) = overlay.neighbours.get(&d.src_ip) {
+    // Learnt from traffic only while unknown: ARP (which always updates it)
+    // decides after that, so one forged frame cannot re-point a VTEP.
+    if let Some(neighbour) = overlay.neighbours.get(&d.src_ip).filter(|n| n.mac().is_none()) {
         neighbour.learn(d.src_mac);
     }
     Some(Verdict::Decapsulated(port, start, d.inner.len()))

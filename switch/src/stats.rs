@@ -84,7 +84,8 @@ pub enum DropReason {
     UnsupportedEthertype,
     /// Addressed to the gateway but for a destination beyond the network.
     NoRoute,
-    /// Unicast to a MAC that lives behind the port it came in on.
+    /// Unicast to a MAC that lives behind the port it came in on (or, for
+    /// a frame from an overlay peer, behind another peer).
     SamePort,
     /// The output port refused the frame.
     TxError,

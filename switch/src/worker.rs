@@ -186,6 +186,11 @@ impl<'a> Output<'a> {
         let from = self.from;
         match verdict {
             Verdict::Forward(id) => match snap.ports.get(&id) {
+                // Split horizon for unicast too: a peer's frame is never sent
+                // on to another peer (a stale entry would bounce it between hosts).
+                Some(to) if from.tunnel && to.tunnel => {
+                    drop_frame(self.shared, self.worker, from, DropReason::SamePort)
+                }
                 Some(to) => self.send(to, frame, offload),
                 None => drop_frame(self.shared, self.worker, from, DropReason::NoRoute),
             },
@@ -220,6 +225,7 @@ impl<'a> Output<'a> {
         let Some(net) = snap.networks.get(&port.spec.network) else { return };
         let view = net.fdb.view();
         let ctx = Context { snap, shared: self.shared, net, fdb: &view, in_port: port, now };
+        port.counters.received(self.worker, frame.len());
         let verdict = pipeline::process(&ctx, frame, &mut offload, scratch);
         let uplink = std::mem::replace(&mut self.from, port);
         self.apply(snap, Some(net), frame, &mut offload, scratch, verdict);

@@ -96,9 +96,13 @@ fn arp_request_from(mac: MacAddr, ip: Ipv4Addr, target: Ipv4Addr) -> Vec<u8> {
 }
 
 fn udp(from: &Host, to: &Host) -> Vec<u8> {
+    udp_frame((from.mac, from.ip), (to.mac, to.ip))
+}
+
+fn udp_frame(from: (MacAddr, Ipv4Addr), to: (MacAddr, Ipv4Addr)) -> Vec<u8> {
     let mut f = vec![0u8; 14 + 20 + 8 + 6];
-    ethernet::write_header(&mut f, to.mac, from.mac, ETHERTYPE_IPV4);
-    let h = ipv4::Header { src: from.ip, dst: to.ip, protocol: ipv4::PROTO_UDP, ttl: 64, payload_len: 14 };
+    ethernet::write_header(&mut f, to.0, from.0, ETHERTYPE_IPV4);
+    let h = ipv4::Header { src: from.1, dst: to.1, protocol: ipv4::PROTO_UDP, ttl: 64, payload_len: 14 };
     ipv4::write_header(&mut f[14..], &h);
     f[42..].copy_from_slice(b"across");
     f
@@ -207,4 +211,39 @@ fn frames_from_a_tunnel_are_not_flooded_to_another_tunnel() {
     let vteps: Vec<Ipv4Addr> =
         sent.iter().map(|f| vxlan::decapsulate(f, vxlan::UDP_PORT).unwrap().unwrap().dst_ip).collect();
     assert_eq!(vteps.len(), 2, "one copy per VTEP: {vteps:?}");
+}
+
+#[test]
+fn a_peers_unicast_is_never_sent_on_to_another_peer() {
+    let a = host(1, 2);
+    a.sw.add_tunnel(1, Ipv4Addr::new(192, 0, 2, 3)).unwrap();
+    let wrapped = |from_vtep: u8, inner: &[u8]| {
+        let o = vxlan::Outer {
+            src_mac: MacAddr([2, 0, 0, 0, 0, from_vtep]),
+            dst_mac: MacAddr::from_ipv4(a.vtep),
+            src_ip: Ipv4Addr::new(192, 0, 2, from_vtep),
+            dst_ip: a.vtep,
+            vni: VNI,
+            src_port: 50002,
+            dst_port: vxlan::UDP_PORT,
+        };
+        let mut f = vec![0u8; 256];
+        let n = vxlan::encapsulate(&mut f, &o, inner).unwrap();
+        f.truncate(n);
+        f
+    };
+    // X lives behind VTEP .3 (learnt from its frame)...
+    let x = (MacAddr([2, 0x42, 10, 130, 0, 50]), Ipv4Addr::new(10, 130, 0, 50));
+    a.uplink.inject(wrapped(3, &udp_frame(x, (a.mac, a.ip))));
+    a.sw.poll_all();
+    assert_eq!(a.container.take_all().len(), 1);
+    a.uplink.take_all();
+    // ...so a frame for X from VTEP .2 would go straight back out to .3: not so.
+    let y = (MacAddr([2, 0x42, 10, 130, 0, 51]), Ipv4Addr::new(10, 130, 0, 51));
+    a.uplink.inject(wrapped(2, &udp_frame(y, x)));
+    a.sw.poll_all();
+    assert!(a.uplink.take_all().is_empty(), "a peer's frame was sent on to another peer");
+    assert_eq!(a.sw.report().drops.same_port, 1);
+    let rx = a.sw.report().ports.iter().filter(|p| p.name.starts_with("vxlan")).map(|p| p.rx_packets).sum::<u64>();
+    assert_eq!(rx, 2, "frames through the tunnels are counted where they came in");
 }
