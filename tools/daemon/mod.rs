@@ -9,7 +9,7 @@ use crate::dns::names::check_name;
 use crate::dns::service::{DnsConfig, DnsService};
 use crate::state::{State, Store};
 use crate::{inspect, publish};
-use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use ipnet::{IpNet, Ipv4Net};
 use ports::endpoint::{self, EndpointSpec, Ipv6Plumbing};
 use ports::tap::Tap;
 use ports::uplink::Uplink;
@@ -23,146 +23,16 @@ use std::sync::Arc;
 use switch::conntrack::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use switch::fdb::PortId;
 use switch::filter;
-use switch::model::{
-    self, Endpoint, Ipv6Config, Mapping, Network, OverlayConfig, UserRule, DEFAULT_MTU, DEFAULT_NETWORK,
-};
+use switch::model::{self, Endpoint, Ipv6Config, Mapping, Network, UserRule, DEFAULT_MTU, DEFAULT_NETWORK};
 use switch::nat::{Published, PublishedPorts};
-use switch::{ipam, ipam6, Ipv6Spec, NetworkSpec, PortSpec, Switch, UplinkSpec, UplinkSpec6};
+use switch::{ipam, ipam6, Ipv6Spec, NetworkSpec, PortSpec, Switch, UplinkSpec};
+
+mod overlay;
+mod uplink;
+
+pub use uplink::{UplinkConfig, UplinkFlags};
 
 type Outcome = Result<Value, String>;
-
-/// Overlay networks' VNIs are handed out from here, as Docker's are.
-const FIRST_VNI: u32 = 4096;
-
-/// `vswitchd --uplink IFACE --uplink-ip CIDR [--uplink-gw IP]
-/// [--uplink-ip6 CIDR] [--uplink-gw6 IP]`, checked.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UplinkConfig {
-    pub ifname: String,
-    /// The address the switch owns on the uplink's segment.
-    pub ip: Ipv4Addr,
-    pub gateway: Ipv4Addr,
-    /// The address is the interface's own (no --uplink-ip): the host's
-    /// stack answers ARP for it, and must be kept off the NAT ports (README).
-    pub shared: bool,
-    /// IPv6 routed out of the uplink, when it has a next hop.
-    pub ipv6: Option<UplinkSpec6>,
-    /// The UDP port of overlay networks' VXLAN (`--vxlan-port`).
-    pub vxlan_port: u16,
-}
-
-/// The uplink flags as given.
-#[derive(Debug, Clone, Default)]
-pub struct UplinkFlags<'a> {
-    pub ip: Option<&'a str>,
-    pub gateway: Option<&'a str>,
-    pub ip6: Option<&'a str>,
-    pub gateway6: Option<&'a str>,
-    pub vxlan_port: Option<u16>,
-}
-
-impl UplinkConfig {
-    /// Check the uplink flags; without --uplink-gw, the host's default
-    /// route through IFACE gives the next hop (the same for IPv6, which is
-    /// routed only when there is a next hop).
-    pub fn from_flags(ifname: &str, flags: &UplinkFlags) -> Result<UplinkConfig, String> {
-        let (net, shared) = match flags.ip {
-            Some(ip) => {
-                let net: Ipv4Net = ip.parse().map_err(|_| {
-                    format!("invalid --uplink-ip {ip:?}: want an address with its prefix, like 192.0.2.10/24")
-                })?;
-                (net, false)
-            }
-            None => (interface_address(ifname)?, true),
-        };
-        let gateway = match flags.gateway {
-            Some(text) => ipam::parse_ipv4("--uplink-gw", text)?,
-            None => default_gateway_via(ifname)
-                .ok_or_else(|| format!("no default route via {ifname}: give the next hop with --uplink-gw"))?,
-        };
-        if !net.contains(&gateway) || gateway == net.addr() {
-            return Err(format!("--uplink-gw {gateway} is not another host of the uplink's subnet {}", net.trunc()));
-        }
-        let ipv6 = uplink_ipv6(ifname, flags)?;
-        let vxlan_port = flags.vxlan_port.unwrap_or(proto::vxlan::UDP_PORT);
-        if vxlan_port == 0 || switch::conntrack::NAT_PORTS.contains(&vxlan_port) {
-            let nat = &switch::conntrack::NAT_PORTS;
-            return Err(format!(
-                "invalid --vxlan-port {vxlan_port}: want 1 to 65535 outside the masquerade ports {}-{}",
-                nat.start(),
-                nat.end()
-            ));
-        }
-        Ok(UplinkConfig { ifname: ifname.to_string(), ip: net.addr(), gateway, shared, ipv6, vxlan_port })
-    }
-}
-
-/// The uplink's IPv6 side from --uplink-ip6 and --uplink-gw6 (or the
-/// host's IPv6 default route through `ifname`); None without a next hop.
-fn uplink_ipv6(ifname: &str, flags: &UplinkFlags) -> Result<Option<UplinkSpec6>, String> {
-    let ip = match flags.ip6 {
-        Some(text) => {
-            let net: Ipv6Net = text.parse().map_err(|_| {
-                format!("invalid --uplink-ip6 {text:?}: want an address with its prefix, like 2001:db8::10/64")
-            })?;
-            Some(net.addr())
-        }
-        None => None,
-    };
-    let gateway = match flags.gateway6 {
-        Some(text) => Some(ipam6::parse_addr("--uplink-gw6", text)?),
-        None => default_gateway6_via(ifname),
-    };
-    match (gateway, ip) {
-        (Some(gateway), _) if Some(gateway) == ip || gateway.is_multicast() || gateway.is_unspecified() => {
-            Err(format!("--uplink-gw6 {gateway} is not another host on the uplink's segment"))
-        }
-        (Some(gateway), ip) => Ok(Some(UplinkSpec6 { ip, gateway })),
-        (None, Some(_)) => Err(format!("no IPv6 default route via {ifname}: give the next hop with --uplink-gw6")),
-        (None, None) => Ok(None),
-    }
-}
-
-/// The next hop of the host's IPv6 default route through `ifname`, from
-/// /proc/net/ipv6_route (destination, prefix, source, prefix, next hop,
-/// metric, refcount, use, flags, interface; addresses in 32 hex digits).
-fn default_gateway6_via(ifname: &str) -> Option<Ipv6Addr> {
-    let table = std::fs::read_to_string("/proc/net/ipv6_route").ok()?;
-    table.lines().find_map(|line| {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.len() < 10 || cols[9] != ifname || cols[0] != "0".repeat(32) || cols[1] != "00" {
-            return None;
-        }
-        let gw = Ipv6Addr::from(u128::from_str_radix(cols[4], 16).ok()?);
-        (!gw.is_unspecified()).then_some(gw)
-    })
-}
-
-/// The first IPv4 address of `ifname`, for an uplink sharing it.
-fn interface_address(ifname: &str) -> Result<Ipv4Net, String> {
-    let index = netlink::link_index(ifname)
-        .map_err(|e| format!("--uplink {ifname}: {e}"))?
-        .ok_or_else(|| format!("--uplink {ifname}: no such interface"))?;
-    let addrs = netlink::ipv4_addrs(index).map_err(|e| format!("--uplink {ifname}: {e}"))?;
-    let (addr, len) = addrs.first().copied().ok_or_else(|| {
-        format!("--uplink {ifname} has no IPv4 address to share: give the switch its own with --uplink-ip CIDR")
-    })?;
-    Ipv4Net::new(addr, len).map_err(|e| e.to_string())
-}
-
-/// The gateway of the host's IPv4 default route through `ifname`, from
-/// /proc/net/route (columns: Iface Destination Gateway ..., hex, host order).
-fn default_gateway_via(ifname: &str) -> Option<Ipv4Addr> {
-    let table = std::fs::read_to_string("/proc/net/route").ok()?;
-    table.lines().skip(1).find_map(|line| {
-        let cols: Vec<&str> = line.split_whitespace().collect();
-        if cols.len() < 3 || cols[0] != ifname || cols[1] != "00000000" {
-            return None;
-        }
-        let gw = u32::from_str_radix(cols[2], 16).ok()?;
-        Some(Ipv4Addr::from(gw.to_le_bytes()))
-    })
-}
 
 /// What add-port asks for beyond network and namespace.
 struct PortRequest {
@@ -469,94 +339,6 @@ impl Daemon {
         }
         self.state.networks.push(net);
         Ok(())
-    }
-
-    /// Overlay networks need the uplink (their VTEP), attached after the
-    /// networks are restored.
-    fn restore_overlays(&self) {
-        for net in &self.state.networks {
-            let Some(overlay) = &net.overlay else { continue };
-            if self.uplink_ip.is_none() {
-                log::error!("overlay network {} does not forward: vswitchd has no --uplink", net.name);
-            } else if let Err(e) = self.install_overlay(net, overlay) {
-                log::error!("overlay network {}: {e}", net.name);
-            }
-        }
-    }
-
-    /// The overlay side add-net asks for: --driver overlay [--vni N], which
-    /// needs an uplink (its address is the VTEP).
-    fn plan_overlay(&self, req: &NetSpec) -> Result<Option<OverlayConfig>, String> {
-        match req.driver.as_deref() {
-            None | Some("bridge") => {
-                if req.vni.is_some() {
-                    return Err("--vni needs --driver overlay".into());
-                }
-                return Ok(None);
-            }
-            Some("overlay") => {}
-            Some(other) => return Err(format!("invalid --driver {other:?}: want bridge or overlay")),
-        }
-        if self.uplink_ip.is_none() {
-            return Err(
-                "overlay networks need an uplink: start vswitchd with --uplink (its address is the VTEP)".into()
-            );
-        }
-        let taken: Vec<u32> = self.state.networks.iter().filter_map(|n| n.overlay.as_ref().map(|o| o.vni)).collect();
-        let vni = match req.vni {
-            Some(vni) if vni == 0 || vni > proto::vxlan::MAX_VNI => {
-                return Err(format!("invalid --vni {vni}: want 1 to {}", proto::vxlan::MAX_VNI))
-            }
-            Some(vni) if taken.contains(&vni) => return Err(format!("VNI {vni} is already in use")),
-            Some(vni) => vni,
-            None => (FIRST_VNI..=proto::vxlan::MAX_VNI).find(|v| !taken.contains(v)).ok_or("no free VNI left")?,
-        };
-        Ok(Some(OverlayConfig { vni, peers: Vec::new() }))
-    }
-
-    /// Program an overlay network's VNI and tunnels to its peers; a peer
-    /// that cannot be added is logged, not a reason to leave out the others.
-    fn install_overlay(&self, net: &Network, overlay: &OverlayConfig) -> Result<(), String> {
-        self.switch.set_overlay(net.index, overlay.vni, self.vxlan_port)?;
-        for peer in &overlay.peers {
-            if let Err(e) = self.switch.add_tunnel(net.index, *peer) {
-                log::error!("overlay network {}: peer {peer}: {e}", net.name);
-            }
-        }
-        Ok(())
-    }
-
-    /// `add-peer` / `del-peer`: a static remote VTEP of an overlay network.
-    fn peer(&mut self, network: &str, ip: &str, add: bool) -> Outcome {
-        let net = self.network(network)?.clone();
-        let Some(mut overlay) = net.overlay.clone() else {
-            return Err(format!("network {network} is not an overlay network (add-net --driver overlay)"));
-        };
-        let ip = ipam::parse_ipv4("peer address", ip)?;
-        if ip.is_unspecified() || ip.is_broadcast() || ip.is_multicast() || ip.is_loopback() {
-            return Err(format!("invalid peer address {ip}: want another host's unicast VTEP address"));
-        }
-        let known = overlay.peers.contains(&ip);
-        match (add, known) {
-            (true, true) => return Err(format!("{ip} is a peer of {network} already")),
-            (false, false) => return Err(format!("{ip} is not a peer of {network}")),
-            (true, false) => {
-                if Some(ip) == self.uplink_ip {
-                    return Err(format!("{ip} is this switch's own VTEP address"));
-                }
-                self.switch.add_tunnel(net.index, ip)?;
-                overlay.peers.push(ip);
-            }
-            (false, true) => {
-                self.switch.remove_tunnel(net.index, ip);
-                overlay.peers.retain(|p| *p != ip);
-            }
-        }
-        if let Some(n) = self.state.networks.iter_mut().find(|n| n.name == network) {
-            n.overlay = Some(overlay);
-        }
-        self.save()?;
-        Ok(Value::Null)
     }
 
     fn del_net(&mut self, name: &str, if_exists: bool) -> Outcome {
@@ -1222,48 +1004,6 @@ mod tests {
         assert!(parse_unicast_mac("01:00:5e:00:00:01").is_err());
         assert!(parse_unicast_mac("00:00:00:00:00:00").is_err());
         assert!(parse_unicast_mac("nonsense").is_err());
-    }
-
-    fn flags<'a>(ip: Option<&'a str>, gateway: Option<&'a str>) -> UplinkFlags<'a> {
-        UplinkFlags { ip, gateway, ..UplinkFlags::default() }
-    }
-
-    #[test]
-    fn uplink_flags_are_checked() {
-        let ok = UplinkConfig::from_flags("up0", &flags(Some("10.250.0.2/24"), Some("10.250.0.1"))).unwrap();
-        assert_eq!((ok.ip, ok.gateway), ("10.250.0.2".parse().unwrap(), "10.250.0.1".parse().unwrap()));
-        assert!(UplinkConfig::from_flags("nosuch-if", &flags(None, None)).unwrap_err().contains("no such interface"));
-        assert!(!ok.shared);
-        assert!(UplinkConfig::from_flags("up0", &flags(Some("10.250.0.2"), Some("10.250.0.1"))).is_err());
-        let off_link = UplinkConfig::from_flags("up0", &flags(Some("10.250.0.2/24"), Some("10.9.0.1"))).unwrap_err();
-        assert!(off_link.contains("not another host"), "{off_link}");
-        assert!(UplinkConfig::from_flags("nosuch-if", &flags(Some("10.250.0.2/24"), None))
-            .unwrap_err()
-            .contains("no default route"));
-    }
-
-    #[test]
-    fn uplink_ipv6_flags_are_checked() {
-        let v6 = |ip6: Option<&'static str>, gateway6: Option<&'static str>| {
-            let f = UplinkFlags { ip6, gateway6, ..flags(Some("10.250.0.2/24"), Some("10.250.0.1")) };
-            UplinkConfig::from_flags("nosuch-if", &f).map(|c| c.ipv6)
-        };
-        assert_eq!(v6(None, None).unwrap(), None, "no next hop: IPv6 not routed");
-        let both = v6(Some("2001:db8::2/64"), Some("fe80::1")).unwrap().unwrap();
-        assert_eq!((both.ip, both.gateway), (Some("2001:db8::2".parse().unwrap()), "fe80::1".parse().unwrap()));
-        assert!(v6(Some("2001:db8::2"), Some("fe80::1")).unwrap_err().contains("--uplink-ip6"));
-        assert!(v6(Some("2001:db8::2/64"), None).unwrap_err().contains("--uplink-gw6"));
-        assert!(v6(None, Some("nonsense")).unwrap_err().contains("--uplink-gw6"));
-        assert!(v6(Some("2001:db8::2/64"), Some("2001:db8::2")).unwrap_err().contains("not another host"));
-        let vxlan = |port: u16| {
-            UplinkConfig::from_flags(
-                "nosuch-if",
-                &UplinkFlags { vxlan_port: Some(port), ..flags(Some("10.250.0.2/24"), Some("10.250.0.1")) },
-            )
-        };
-        assert_eq!(vxlan(8472).unwrap().vxlan_port, 8472);
-        assert!(vxlan(40000).unwrap_err().contains("masquerade ports"), "inside the NAT range");
-        assert!(vxlan(0).is_err());
     }
 
     #[test]
