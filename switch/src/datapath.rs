@@ -695,14 +695,14 @@ impl Drop for Switch {
 /// packet out does not wait for ARP.
 fn resolve_next_hop(shared: &Shared) {
     let snap = shared.snapshot.load();
-    let (Some(uplink), now) = (snap.uplink.as_deref(), shared.now_secs()) else { return };
+    let Some(uplink) = snap.uplink.as_deref() else { return };
     let Some(port) = snap.ports.get(&uplink.port) else { return };
     let mut frame = [0u8; 128];
     let send = |len: usize, frame: &[u8]| port.tx_queue(0).send(&frame[..len], &proto::offload::Offload::NONE);
-    if let Some(len) = uplink.gateway_request(now, &mut frame) {
+    if let Some(len) = uplink.gateway_request(&mut frame) {
         let _ = send(len, &frame);
     }
-    if let Some(len) = uplink.v6.as_ref().and_then(|v6| v6.gateway_solicit(uplink.mac, now, &mut frame)) {
+    if let Some(len) = uplink.v6.as_ref().and_then(|v6| v6.gateway_solicit(uplink.mac, &mut frame)) {
         let _ = send(len, &frame);
     }
 }

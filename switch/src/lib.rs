@@ -10,6 +10,7 @@ pub mod ipam;
 pub mod ipam6;
 pub mod model;
 pub mod nat;
+pub mod neighbour;
 pub mod overlay;
 pub mod pipeline;
 mod published6;

@@ -7,16 +7,14 @@ use crate::conntrack::{Tuple, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use crate::datapath::{Shared, Snapshot};
 use crate::fdb::PortId;
 use crate::filter;
+use crate::neighbour::Neighbour;
 use crate::pipeline::{Context, Verdict};
 use crate::stats::DropReason;
 use proto::ethernet::{self, ETHERTYPE_ARP, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
 use proto::offload::Offload;
 use proto::{arp, checksum, icmp, ipv4, MacAddr};
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
-/// Seconds between ARP requests for an unresolved next hop.
-const ARP_RETRY_SECS: u32 = 1;
 const L3: usize = ethernet::HEADER_LEN;
 
 /// The uplink as the data path sees it.
@@ -33,9 +31,8 @@ pub struct Uplink {
     /// Whether the switch answers ARP for `ip` (not when it shares the
     /// host's address: the host does).
     answers_arp: bool,
-    /// The next hop's MAC once ARP told it (0: not yet).
-    gateway_mac: AtomicU64,
-    last_arp_request: AtomicU32,
+    /// The next hop's MAC, once ARP told it.
+    next_hop: Neighbour,
     /// The IPv6 side, when IPv6 is routed out of the uplink.
     pub v6: Option<crate::route6::Uplink6>,
 }
@@ -49,20 +46,15 @@ impl Uplink {
             gateway,
             mtu,
             answers_arp: true,
-            gateway_mac: AtomicU64::new(0),
-            last_arp_request: AtomicU32::new(u32::MAX),
+            next_hop: Neighbour::default(),
             v6: None,
         }
     }
 
     /// An ARP request for the next hop, written into `buf`, unless its MAC
     /// is known or one was sent less than a second ago.
-    pub fn gateway_request(&self, now: u32, buf: &mut [u8]) -> Option<usize> {
-        if self.gateway_mac().is_some() {
-            return None;
-        }
-        let last = self.last_arp_request.swap(now, Relaxed);
-        if last != u32::MAX && now.saturating_sub(last) < ARP_RETRY_SECS {
+    pub fn gateway_request(&self, buf: &mut [u8]) -> Option<usize> {
+        if !self.next_hop.should_ask() {
             return None;
         }
         let us = arp::Host { mac: self.mac, ip: self.ip };
@@ -77,16 +69,7 @@ impl Uplink {
     }
 
     fn gateway_mac(&self) -> Option<MacAddr> {
-        match self.gateway_mac.load(Relaxed) {
-            0 => None,
-            v => Some(MacAddr(v.to_be_bytes()[2..].try_into().unwrap())),
-        }
-    }
-
-    fn learn_gateway_mac(&self, mac: MacAddr) {
-        let mut v = [0u8; 8];
-        v[2..].copy_from_slice(&mac.0);
-        self.gateway_mac.store(u64::from_be_bytes(v), Relaxed);
+        self.next_hop.mac()
     }
 }
 
@@ -177,7 +160,7 @@ pub(crate) fn route_out(ctx: &Context, frame: &mut [u8], offload: &Offload, scra
         return icmp_error(ctx, &ip, (icmp::TYPE_DEST_UNREACHABLE, icmp::CODE_FRAG_NEEDED, uplink.mtu), scratch);
     }
     let Some(next_hop) = uplink.gateway_mac() else {
-        return resolve_gateway(uplink, ctx.now, scratch);
+        return resolve_gateway(uplink, scratch);
     };
     if ctx.net.spec.masquerade {
         let Some(nat_port) = track_out(ctx, &ip, &flow) else {
@@ -222,7 +205,7 @@ fn hairpin(ctx: &Context, uplink: &Uplink, frame: &mut [u8], offload: &Offload, 
 /// checksum, which covers the whole datagram).
 fn route_fragment_out(ctx: &Context, uplink: &Uplink, frame: &mut [u8], scratch: &mut [u8]) -> Verdict {
     let Some(next_hop) = uplink.gateway_mac() else {
-        return resolve_gateway(uplink, ctx.now, scratch);
+        return resolve_gateway(uplink, scratch);
     };
     if ctx.net.spec.masquerade {
         set_address(frame, Side::Source, uplink.ip);
@@ -268,8 +251,8 @@ fn is_any_network(snap: &Snapshot, ip: Ipv4Addr) -> bool {
 /// Ask for the next hop's MAC (at most once a second); the packet that
 /// needed it is lost, as a kernel without a neighbour entry would queue
 /// and then drop it.
-fn resolve_gateway(uplink: &Uplink, now: u32, scratch: &mut [u8]) -> Verdict {
-    match uplink.gateway_request(now, scratch) {
+fn resolve_gateway(uplink: &Uplink, scratch: &mut [u8]) -> Verdict {
+    match uplink.gateway_request(scratch) {
         Some(len) => Verdict::Send(uplink.port, len),
         None => Verdict::Drop(DropReason::NoRoute),
     }
@@ -319,8 +302,8 @@ fn uplink_arp(ctx: &UplinkContext, eth: &ethernet::Frame, scratch: &mut [u8]) ->
     let Ok(p) = arp::Packet::parse(eth.payload()) else {
         return Verdict::Drop(DropReason::Malformed);
     };
-    if p.sender_ip() == uplink.gateway && !p.sender_mac().is_multicast() {
-        uplink.learn_gateway_mac(p.sender_mac());
+    if p.sender_ip() == uplink.gateway {
+        uplink.next_hop.learn(p.sender_mac());
     }
     if let Some(vtep) = ctx.snap.overlay.neighbours.get(&p.sender_ip()) {
         vtep.learn(p.sender_mac());

@@ -17,9 +17,7 @@
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::Arc;
-use std::time::Instant;
 
 use parking_lot::Mutex;
 use ports::FrameIo;
@@ -28,44 +26,9 @@ use proto::{arp, ethernet, vxlan, MacAddr};
 
 use crate::fdb::PortId;
 use crate::nat::UplinkContext;
+use crate::neighbour::Neighbour;
 use crate::pipeline::Verdict;
 use crate::stats::DropReason;
-
-/// Milliseconds between ARP requests for an unresolved VTEP.
-const ARP_RETRY_MS: u64 = 1000;
-
-/// A remote VTEP's MAC on the underlay, shared by its tunnels of every VNI.
-pub struct Neighbour {
-    /// 0: unknown.
-    mac: AtomicU64,
-    /// Milliseconds since `created` of the last ARP request, plus one (0: none yet).
-    last_request: AtomicU64,
-    created: Instant,
-}
-
-impl Default for Neighbour {
-    fn default() -> Neighbour {
-        Neighbour { mac: AtomicU64::new(0), last_request: AtomicU64::new(0), created: Instant::now() }
-    }
-}
-
-impl Neighbour {
-    pub fn mac(&self) -> Option<MacAddr> {
-        match self.mac.load(Relaxed) {
-            0 => None,
-            v => Some(MacAddr(v.to_be_bytes()[2..].try_into().expect("6 bytes"))),
-        }
-    }
-
-    /// Stores only on change: senders read this line for every frame.
-    pub fn learn(&self, mac: MacAddr) {
-        if !mac.is_multicast() && mac != MacAddr::ZERO && self.mac() != Some(mac) {
-            let mut v = [0u8; 8];
-            v[2..].copy_from_slice(&mac.0);
-            self.mac.store(u64::from_be_bytes(v), Relaxed);
-        }
-    }
-}
 
 /// The switch's end of the tunnels: its VTEP address and MAC on the uplink.
 #[derive(Clone, Copy, Debug)]
@@ -102,12 +65,9 @@ impl TunnelQueue {
 
     /// Ask the underlay for the VTEP's MAC, at most once a second.
     fn resolve(&self, buf: &mut [u8]) {
-        let now = self.neighbour.created.elapsed().as_millis() as u64 + 1;
-        let last = self.neighbour.last_request.load(Relaxed);
-        if last != 0 && now.saturating_sub(last) < ARP_RETRY_MS {
+        if !self.neighbour.should_ask() {
             return;
         }
-        self.neighbour.last_request.store(now, Relaxed);
         let us = arp::Host { mac: self.local.mac, ip: self.local.ip };
         let them = arp::Host { mac: MacAddr::ZERO, ip: self.remote };
         let len = arp::write_frame(buf, arp::OP_REQUEST, us, them, MacAddr::BROADCAST);

@@ -9,6 +9,7 @@
 
 use crate::datapath::Snapshot;
 use crate::nat::UplinkContext;
+use crate::neighbour::Neighbour;
 use crate::pipeline::{Context, Verdict};
 use crate::stats::DropReason;
 use proto::ethernet::{self, ETHERTYPE_IPV6};
@@ -16,11 +17,8 @@ use proto::icmpv6::{self, TYPE_NEIGHBOR_ADVERT, TYPE_NEIGHBOR_SOLICIT};
 use proto::offload::Offload;
 use proto::{ipv6, ndp, MacAddr};
 use std::net::Ipv6Addr;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
 
 const L3: usize = ethernet::HEADER_LEN;
-/// Seconds between solicitations for an unresolved next hop.
-const SOLICIT_RETRY_SECS: u32 = 1;
 /// Where the hop limit sits in the IPv6 header.
 const HOP_LIMIT_AT: usize = L3 + 7;
 
@@ -35,8 +33,7 @@ pub struct Uplink6 {
     /// Whether the switch answers for its own addresses (not when it
     /// shares the host's interface address and MAC: the host does).
     answers_own: bool,
-    gateway_mac: AtomicU64,
-    last_solicit: AtomicU32,
+    next_hop: Neighbour,
 }
 
 impl Uplink6 {
@@ -46,8 +43,7 @@ impl Uplink6 {
             link_local: ipv6::link_local_from_mac(mac.octets()),
             gateway,
             answers_own,
-            gateway_mac: AtomicU64::new(0),
-            last_solicit: AtomicU32::new(u32::MAX),
+            next_hop: Neighbour::default(),
         }
     }
 
@@ -61,29 +57,13 @@ impl Uplink6 {
     }
 
     fn gateway_mac(&self) -> Option<MacAddr> {
-        match self.gateway_mac.load(Relaxed) {
-            0 => None,
-            v => Some(MacAddr(v.to_be_bytes()[2..].try_into().unwrap())),
-        }
-    }
-
-    fn learn_gateway_mac(&self, mac: MacAddr) {
-        if mac.is_multicast() {
-            return;
-        }
-        let mut v = [0u8; 8];
-        v[2..].copy_from_slice(&mac.0);
-        self.gateway_mac.store(u64::from_be_bytes(v), Relaxed);
+        self.next_hop.mac()
     }
 
     /// A solicitation for the next hop, unless its MAC is known or one was
     /// sent less than a second ago.
-    pub fn gateway_solicit(&self, mac: MacAddr, now: u32, buf: &mut [u8]) -> Option<usize> {
-        if self.gateway_mac().is_some() {
-            return None;
-        }
-        let last = self.last_solicit.swap(now, Relaxed);
-        if last != u32::MAX && now.saturating_sub(last) < SOLICIT_RETRY_SECS {
+    pub fn gateway_solicit(&self, mac: MacAddr, buf: &mut [u8]) -> Option<usize> {
+        if !self.next_hop.should_ask() {
             return None;
         }
         let len = ndp::write_solicit(buf, ndp::Host { mac, ip: self.source() }, self.gateway);
@@ -128,7 +108,7 @@ pub(crate) fn route_out(ctx: &Context, frame: &mut [u8], offload: &Offload, scra
         return answer_echo(&ip, (ctx.in_port.spec.mac, ctx.net.spec.gateway_mac), scratch);
     }
     let Some(next_hop) = v6.gateway_mac() else {
-        return match v6.gateway_solicit(uplink.mac, ctx.now, scratch) {
+        return match v6.gateway_solicit(uplink.mac, scratch) {
             Some(len) => Verdict::Send(uplink.port, len),
             None => Verdict::Drop(DropReason::NoRoute),
         };
@@ -194,7 +174,7 @@ pub(crate) fn from_uplink(ctx: &UplinkContext, frame: &mut [u8], offload: &Offlo
     let eth = ethernet::Frame::parse(frame).expect("classified");
     let ip = ipv6::Packet::parse(eth.payload()).expect("classified");
     if ip.src() == v6.gateway {
-        v6.learn_gateway_mac(eth.src());
+        v6.next_hop.learn(eth.src());
     }
     match icmpv6::message(&ip).map(|m| m[0]) {
         Some(TYPE_NEIGHBOR_SOLICIT) => return answer_solicit(ctx, v6, &eth, &ip, scratch),
