@@ -106,6 +106,21 @@ pub fn write_advert(out: &mut [u8], target: Host, to: Host, flags: u8) -> usize 
     write_message(out, TYPE_NEIGHBOR_ADVERT, flags, (target, target.ip), to, OPT_TARGET_LINK_ADDR)
 }
 
+/// Write the advertisement answering `solicit` (received from `asker_mac`)
+/// for its target, which lives at `mac`: to the solicitor with the
+/// Solicited flag, or, for a DAD probe, to all nodes without it (RFC 4861
+/// 7.2.4). `flags` adds Router and Override as the answerer sees fit.
+/// Returns the frame length, 0 when `out` is too small.
+pub fn write_answer(out: &mut [u8], solicit: &Solicit, asker_mac: MacAddr, mac: MacAddr, flags: u8) -> usize {
+    let target = Host { mac, ip: solicit.target };
+    if solicit.is_dad() {
+        let all_nodes = Host { mac: multicast_mac(ipv6::ALL_NODES), ip: ipv6::ALL_NODES };
+        write_advert(out, target, all_nodes, flags)
+    } else {
+        write_advert(out, target, Host { mac: asker_mac, ip: solicit.src }, flags | FLAG_SOLICITED)
+    }
+}
+
 /// Write a solicitation from `from` for `target` to its solicited-node
 /// group (tests and benches; `from.ip` unspecified makes a DAD probe).
 pub fn write_solicit(out: &mut [u8], from: Host, target: Ipv6Addr) -> usize {

@@ -195,14 +195,7 @@ pub fn ndp_proxy(ctx: &Context, eth: &ethernet::Frame, scratch: &mut [u8]) -> Op
             None => return None,
         }
     };
-    let target = ndp::Host { mac: answer, ip: solicit.target };
-    let (to, flags) = if solicit.is_dad() {
-        let all_nodes = ndp::Host { mac: ndp::multicast_mac(ipv6::ALL_NODES), ip: ipv6::ALL_NODES };
-        (all_nodes, router | ndp::FLAG_OVERRIDE)
-    } else {
-        (ndp::Host { mac: eth.src(), ip: solicit.src }, router | ndp::FLAG_SOLICITED | ndp::FLAG_OVERRIDE)
-    };
-    match ndp::write_advert(scratch, target, to, flags) {
+    match ndp::write_answer(scratch, &solicit, eth.src(), answer, router | ndp::FLAG_OVERRIDE) {
         0 => Some(Verdict::Drop(DropReason::Malformed)),
         len => Some(Verdict::Reply(len)),
     }

@@ -236,14 +236,7 @@ fn answer_solicit(
     // A proxy's advertisements do not override (RFC 4861 7.2.8): should the
     // address's owner ever answer on the segment itself, it wins.
     let flags = ndp::FLAG_ROUTER | if own { ndp::FLAG_OVERRIDE } else { 0 };
-    let target = ndp::Host { mac: ctx.uplink.mac, ip: solicit.target };
-    let (to, flags) = if solicit.is_dad() {
-        let all_nodes = ndp::Host { mac: ndp::multicast_mac(ipv6::ALL_NODES), ip: ipv6::ALL_NODES };
-        (all_nodes, flags)
-    } else {
-        (ndp::Host { mac: eth.src(), ip: solicit.src }, flags | ndp::FLAG_SOLICITED)
-    };
-    match ndp::write_advert(scratch, target, to, flags) {
+    match ndp::write_answer(scratch, &solicit, eth.src(), ctx.uplink.mac, flags) {
         0 => Verdict::Drop(DropReason::Malformed),
         len => Verdict::Reply(len),
     }
