@@ -167,19 +167,17 @@ pub fn ipv4_addrs(index: u32) -> io::Result<Vec<(Ipv4Addr, u8)>> {
 /// An existing default route is kept as it is (EXCL, not REPLACE): with
 /// several ports the first one to ask for a default route keeps it.
 pub fn add_ipv4_default_route(index: u32, gw: Ipv4Addr) -> io::Result<()> {
-    let msg = default_route_message(index, gw);
-    let what = format!("default via {gw} dev #{index}");
-    let flags = NLM_F_CREATE | NLM_F_EXCL;
-    ignore_eexist(ack(RouteNetlinkMessage::NewRoute(msg), flags, &what))
+    add_default_route(index, IpAddr::V4(gw))
 }
 
 /// Add an IPv6 default route via `gw` (a link-local router address) out of
 /// interface `index`; Ok if one exists.
 pub fn add_ipv6_default_route(index: u32, gw: Ipv6Addr) -> io::Result<()> {
-    let mut msg = default_route_message(index, Ipv4Addr::UNSPECIFIED);
-    msg.header.address_family = AddressFamily::Inet6;
-    msg.attributes.retain(|a| !matches!(a, RouteAttribute::Gateway(_)));
-    msg.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet6(gw)));
+    add_default_route(index, IpAddr::V6(gw))
+}
+
+fn add_default_route(index: u32, gw: IpAddr) -> io::Result<()> {
+    let msg = default_route_message(index, gw);
     let what = format!("default via {gw} dev #{index}");
     ignore_eexist(ack(RouteNetlinkMessage::NewRoute(msg), NLM_F_CREATE | NLM_F_EXCL, &what))
 }
@@ -304,15 +302,19 @@ fn local_ipv4(msg: &AddressMessage) -> Option<Ipv4Addr> {
     })
 }
 
-fn default_route_message(index: u32, gw: Ipv4Addr) -> RouteMessage {
+fn default_route_message(index: u32, gw: IpAddr) -> RouteMessage {
     let mut msg = RouteMessage::default();
-    msg.header.address_family = AddressFamily::Inet;
+    let (family, gateway) = match gw {
+        IpAddr::V4(ip) => (AddressFamily::Inet, RouteAddress::Inet(ip)),
+        IpAddr::V6(ip) => (AddressFamily::Inet6, RouteAddress::Inet6(ip)),
+    };
+    msg.header.address_family = family;
     msg.header.table = RouteHeader::RT_TABLE_MAIN;
     // RTPROT_BOOT is what `ip route add` uses for routes added by hand.
     msg.header.protocol = RouteProtocol::Boot;
     msg.header.scope = RouteScope::Universe;
     msg.header.kind = RouteType::Unicast;
-    msg.attributes.push(RouteAttribute::Gateway(RouteAddress::Inet(gw)));
+    msg.attributes.push(RouteAttribute::Gateway(gateway));
     msg.attributes.push(RouteAttribute::Oif(index));
     msg
 }
