@@ -94,44 +94,82 @@ pub enum Request {
     Stats,
 }
 
-/// A network as `vsctl add-net` asks for it, before the daemon checks it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A network as `vsctl add-net` asks for it, before the daemon checks it:
+/// vsctl's arguments and the request's fields are the same struct.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct NetSpec {
     pub name: String,
+    /// Subnet in CIDR form (default: the next free /16 from 172.18.0.0).
+    #[arg(long)]
     pub subnet: Option<String>,
+    /// Gateway address the switch owns (default: the first host address).
+    #[arg(long)]
     pub gateway: Option<String>,
+    /// Allocate endpoint addresses from this sub-range.
+    #[arg(long)]
     pub ip_range: Option<String>,
+    #[arg(long)]
     pub mtu: Option<u32>,
+    /// No way out of the network: nothing is routed beyond its gateway.
+    #[arg(long)]
     #[serde(default)]
     pub internal: bool,
+    /// Inter-container communication: --icc=false lets containers reach
+    /// only the gateway and the outside.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
     #[serde(default = "enabled")]
     pub icc: bool,
+    /// Route out with the containers' own addresses (the world outside
+    /// must route the subnet to the uplink address).
+    #[arg(long)]
     #[serde(default)]
     pub no_masquerade: bool,
+    /// Dual stack: give the network an IPv6 subnet too.
+    #[arg(long)]
     #[serde(default)]
     pub ipv6: bool,
+    /// IPv6 subnet (with --ipv6; default: a random unique local /64 in fd00::/8).
+    #[arg(long, requires = "ipv6")]
     pub subnet6: Option<String>,
+    /// IPv6 gateway address the switch owns besides fe80::1 (default: the subnet's ::1).
+    #[arg(long, requires = "ipv6")]
     pub gateway6: Option<String>,
-    /// "bridge" (default) or "overlay".
+    /// bridge (default) or overlay: a network stretched over hosts with VXLAN (peers: add-peer).
+    #[arg(long, value_parser = ["bridge", "overlay"])]
     pub driver: Option<String>,
-    /// VXLAN network identifier of an overlay network.
+    /// VXLAN network identifier of an overlay network (default: the first free from 4096).
+    #[arg(long)]
     pub vni: Option<u32>,
+    /// Succeed if the network already exists.
+    #[arg(long)]
     #[serde(default)]
     pub may_exist: bool,
 }
 
-/// A filter rule as `vsctl add-rule` asks for it, before the daemon checks it.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+/// A filter rule as `vsctl add-rule` asks for it, before the daemon checks
+/// it (vsctl's arguments and the request's fields, as for `NetSpec`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, clap::Args)]
 #[serde(deny_unknown_fields)]
 pub struct RuleSpec {
+    /// Only frames entering from this network's ports.
+    #[arg(long = "net", value_name = "NET")]
     pub network: Option<String>,
+    /// Only frames entering on the uplink (addressed to the uplink address and host port).
+    #[arg(long, conflicts_with = "network")]
     #[serde(default)]
     pub uplink: bool,
+    /// Source address or CIDR, IPv4 or IPv6 (a rule matches its family; without addresses, both).
+    #[arg(long, value_name = "CIDR")]
     pub src: Option<String>,
+    /// Destination address or CIDR, IPv4 or IPv6.
+    #[arg(long, value_name = "CIDR")]
     pub dst: Option<String>,
+    #[arg(long, value_parser = ["tcp", "udp", "icmp"])]
     pub proto: Option<String>,
+    #[arg(long, value_name = "PORT")]
     pub dport: Option<u16>,
+    #[arg(long, value_parser = ["allow", "drop"])]
     pub action: String,
 }
 

@@ -20,50 +20,8 @@ struct Args {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Create a bridge network.
-    AddNet {
-        name: String,
-        /// Subnet in CIDR form (default: the next free /16 from 172.18.0.0).
-        #[arg(long)]
-        subnet: Option<String>,
-        /// Gateway address the switch owns (default: the first host address).
-        #[arg(long)]
-        gateway: Option<String>,
-        /// Allocate endpoint addresses from this sub-range.
-        #[arg(long)]
-        ip_range: Option<String>,
-        #[arg(long)]
-        mtu: Option<u32>,
-        /// No way out of the network: nothing is routed beyond its gateway.
-        #[arg(long)]
-        internal: bool,
-        /// Inter-container communication: --icc=false lets containers reach
-        /// only the gateway and the outside.
-        #[arg(long, default_value_t = true, action = clap::ArgAction::Set, value_name = "BOOL")]
-        icc: bool,
-        /// Route out with the containers' own addresses (the world outside
-        /// must route the subnet to the uplink address).
-        #[arg(long)]
-        no_masquerade: bool,
-        /// Dual stack: give the network an IPv6 subnet too.
-        #[arg(long)]
-        ipv6: bool,
-        /// IPv6 subnet (with --ipv6; default: a random unique local /64 in fd00::/8).
-        #[arg(long, requires = "ipv6")]
-        subnet6: Option<String>,
-        /// IPv6 gateway address the switch owns besides fe80::1 (default: the subnet's ::1).
-        #[arg(long, requires = "ipv6")]
-        gateway6: Option<String>,
-        /// bridge (default) or overlay: a network stretched over hosts with VXLAN (peers: add-peer).
-        #[arg(long, value_parser = ["bridge", "overlay"])]
-        driver: Option<String>,
-        /// VXLAN network identifier of an overlay network (default: the first free from 4096).
-        #[arg(long)]
-        vni: Option<u32>,
-        /// Succeed if the network already exists.
-        #[arg(long)]
-        may_exist: bool,
-    },
+    /// Create a network (a bridge, or an overlay over several hosts).
+    AddNet(NetSpec),
     /// Add a static remote VTEP (another host's vswitchd uplink address) to an overlay network.
     AddPeer { network: String, ip: String },
     /// Remove a static remote VTEP from an overlay network.
@@ -141,26 +99,7 @@ enum Command {
         json: bool,
     },
     /// Add a filter rule, evaluated before the switch's own, in order (Docker's DOCKER-USER).
-    AddRule {
-        /// Only frames entering from this network's ports.
-        #[arg(long)]
-        net: Option<String>,
-        /// Only frames entering on the uplink (addressed to the uplink address and host port).
-        #[arg(long, conflicts_with = "net")]
-        uplink: bool,
-        /// Source address or CIDR, IPv4 or IPv6 (a rule matches its family; without addresses, both).
-        #[arg(long, value_name = "CIDR")]
-        src: Option<String>,
-        /// Destination address or CIDR, IPv4 or IPv6.
-        #[arg(long, value_name = "CIDR")]
-        dst: Option<String>,
-        #[arg(long, value_parser = ["tcp", "udp", "icmp"])]
-        proto: Option<String>,
-        #[arg(long, value_name = "PORT")]
-        dport: Option<u16>,
-        #[arg(long, value_parser = ["allow", "drop"])]
-        action: String,
-    },
+    AddRule(RuleSpec),
     /// List the filter rules in the order they are evaluated.
     ListRules {
         #[arg(long)]
@@ -188,40 +127,7 @@ fn main() -> ExitCode {
 
 fn run(args: Args) -> Result<(), String> {
     let (request, print): (Request, fn(&Value)) = match args.command {
-        Command::AddNet {
-            name,
-            subnet,
-            gateway,
-            ip_range,
-            mtu,
-            internal,
-            icc,
-            no_masquerade,
-            ipv6,
-            subnet6,
-            gateway6,
-            driver,
-            vni,
-            may_exist,
-        } => {
-            let spec = NetSpec {
-                name,
-                subnet,
-                gateway,
-                ip_range,
-                mtu,
-                internal,
-                icc,
-                no_masquerade,
-                ipv6,
-                subnet6,
-                gateway6,
-                driver,
-                vni,
-                may_exist,
-            };
-            (Request::AddNet(spec), print_plain)
-        }
+        Command::AddNet(spec) => (Request::AddNet(spec), print_plain),
         Command::AddPeer { network, ip } => (Request::AddPeer { network, ip }, print_plain),
         Command::DelPeer { network, ip } => (Request::DelPeer { network, ip }, print_plain),
         Command::DelNet { name, if_exists } => (Request::DelNet { name, if_exists }, print_plain),
@@ -243,9 +149,7 @@ fn run(args: Args) -> Result<(), String> {
         Command::Conntrack { net, json } => {
             (Request::Conntrack { network: net }, if json { print_json } else { print_conntrack })
         }
-        Command::AddRule { net, uplink, src, dst, proto, dport, action } => {
-            (Request::AddRule(RuleSpec { network: net, uplink, src, dst, proto, dport, action }), print_plain)
-        }
+        Command::AddRule(spec) => (Request::AddRule(spec), print_plain),
         Command::ListRules { json } => (Request::ListRules, if json { print_json } else { print_rules }),
         Command::DelRule { id } => (Request::DelRule { id }, print_plain),
         Command::Stats { json } => (Request::Stats, if json { print_json } else { print_stats }),
