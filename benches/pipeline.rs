@@ -58,16 +58,9 @@ fn topology(hosts: usize) -> (Switch, Vec<Host>) {
     let sw = Switch::start(0).expect("switch starts");
     let gateway = ip(1);
     sw.add_network(NetworkSpec {
-        index: 1,
-        name: "bench".into(),
-        subnet: "10.1.0.0/16".parse().unwrap(),
-        gateway,
-        gateway_mac: MacAddr::from_ipv4(gateway),
-        internal: false,
-        icc: true,
-        masquerade: true,
         // Dual stack, for the NDP proxy bench; IPv4 frames never look at it.
         ipv6: Some(Ipv6Spec { subnet: "2001:db8:1::/64".parse().unwrap(), gateway: "2001:db8:1::1".parse().unwrap() }),
+        ..NetworkSpec::bridge(1, "bench", "10.1.0.0/16".parse().unwrap(), gateway)
     })
     .expect("network added");
     let hosts = (0..hosts)

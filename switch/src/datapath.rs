@@ -57,6 +57,23 @@ pub struct Ipv6Spec {
 }
 
 impl NetworkSpec {
+    /// A network with the defaults the daemon also starts from: the
+    /// gateway's MAC derived from its address (Docker's), ICC and
+    /// masquerade on, not internal, IPv4 only. Tests and benches build on it.
+    pub fn bridge(index: u32, name: &str, subnet: Ipv4Net, gateway: Ipv4Addr) -> NetworkSpec {
+        NetworkSpec {
+            index,
+            name: name.to_string(),
+            subnet,
+            gateway,
+            gateway_mac: MacAddr::from_ipv4(gateway),
+            internal: false,
+            icc: true,
+            masquerade: true,
+            ipv6: None,
+        }
+    }
+
     /// Whether `ip` is one of the switch's own IPv6 addresses on this network.
     #[inline]
     pub fn is_gateway6(&self, ip: Ipv6Addr) -> bool {

@@ -30,17 +30,8 @@ fn lab(internal: bool) -> Lab {
 
 fn lab_with(internal: bool, masquerade: bool, shared_mac: Option<MacAddr>) -> Lab {
     let sw = Switch::start(0).unwrap();
-    let spec = NetworkSpec {
-        index: 1,
-        name: "n".into(),
-        subnet: "10.1.0.0/16".parse().unwrap(),
-        gateway: GATEWAY,
-        gateway_mac: MacAddr::from_ipv4(GATEWAY),
-        internal,
-        icc: true,
-        masquerade,
-        ipv6: None,
-    };
+    let spec =
+        NetworkSpec { internal, masquerade, ..NetworkSpec::bridge(1, "n", "10.1.0.0/16".parse().unwrap(), GATEWAY) };
     sw.add_network(spec).unwrap();
     let container = Arc::new(MemPort::with_offloads(256));
     let mac = MacAddr::from_ipv4(CONTAINER);

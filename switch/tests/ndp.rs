@@ -36,16 +36,11 @@ fn network(sw: &Switch, index: u32, dual_stack: bool) {
 
 fn network_with(sw: &Switch, index: u32, dual_stack: bool, icc: bool) {
     let gateway = Ipv4Addr::new(10, index as u8, 0, 1);
+    let subnet = format!("10.{index}.0.0/16").parse().unwrap();
     sw.add_network(NetworkSpec {
-        index,
-        name: format!("net{index}"),
-        subnet: format!("10.{index}.0.0/16").parse().unwrap(),
-        gateway,
-        gateway_mac: MacAddr::from_ipv4(gateway),
-        internal: false,
         icc,
-        masquerade: true,
         ipv6: dual_stack.then(|| Ipv6Spec { subnet: "2001:db8:1::/64".parse().unwrap(), gateway: GATEWAY6 }),
+        ..NetworkSpec::bridge(index, &format!("net{index}"), subnet, gateway)
     })
     .unwrap();
 }

@@ -15,18 +15,7 @@ const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 1, 0, 1);
 
 fn switch_with(ports: &[(u8, Arc<MemPort>)]) -> Switch {
     let sw = Switch::start(0).unwrap();
-    let spec = NetworkSpec {
-        index: 1,
-        name: "n".into(),
-        subnet: "10.1.0.0/16".parse().unwrap(),
-        gateway: GATEWAY,
-        gateway_mac: MacAddr::from_ipv4(GATEWAY),
-        internal: false,
-        icc: true,
-        masquerade: true,
-        ipv6: None,
-    };
-    sw.add_network(spec).unwrap();
+    sw.add_network(NetworkSpec::bridge(1, "n", "10.1.0.0/16".parse().unwrap(), GATEWAY)).unwrap();
     for (last, port) in ports {
         let ip = host_ip(*last);
         let spec = PortSpec {

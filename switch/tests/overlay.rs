@@ -23,18 +23,7 @@ struct Host {
 
 fn host(n: u8, peer: u8) -> Host {
     let sw = Switch::start(0).unwrap();
-    sw.add_network(NetworkSpec {
-        index: 1,
-        name: "ov".into(),
-        subnet: "10.130.0.0/24".parse().unwrap(),
-        gateway: GATEWAY,
-        gateway_mac: MacAddr::from_ipv4(GATEWAY),
-        internal: false,
-        icc: true,
-        masquerade: true,
-        ipv6: None,
-    })
-    .unwrap();
+    sw.add_network(NetworkSpec::bridge(1, "ov", "10.130.0.0/24".parse().unwrap(), GATEWAY)).unwrap();
     let uplink = Arc::new(MemPort::new(1024));
     let vtep = Ipv4Addr::new(192, 0, 2, n);
     sw.set_uplink(UplinkSpec {

@@ -21,18 +21,8 @@ fn ip(a: u8, b: u8) -> Ipv4Addr {
 
 fn network(sw: &Switch, index: u32) {
     let gateway = ip(index as u8, 1);
-    let spec = NetworkSpec {
-        index,
-        name: format!("net{index}"),
-        subnet: format!("10.{index}.0.0/16").parse().unwrap(),
-        gateway,
-        gateway_mac: MacAddr::from_ipv4(gateway),
-        internal: false,
-        icc: true,
-        masquerade: true,
-        ipv6: None,
-    };
-    sw.add_network(spec).unwrap();
+    let subnet = format!("10.{index}.0.0/16").parse().unwrap();
+    sw.add_network(NetworkSpec::bridge(index, &format!("net{index}"), subnet, gateway)).unwrap();
 }
 
 fn host(sw: &Switch, net: u32, last: u8) -> Host {
@@ -276,17 +266,7 @@ fn every_queue_of_a_multi_queue_port_is_received() {
 fn with_icc_off_containers_reach_only_the_gateway() {
     let sw = Switch::start(0).unwrap();
     let gateway = ip(1, 1);
-    let spec = NetworkSpec {
-        index: 1,
-        name: "quiet".into(),
-        subnet: "10.1.0.0/16".parse().unwrap(),
-        gateway,
-        gateway_mac: MacAddr::from_ipv4(gateway),
-        internal: false,
-        icc: false,
-        masquerade: true,
-        ipv6: None,
-    };
+    let spec = NetworkSpec { icc: false, ..NetworkSpec::bridge(1, "quiet", "10.1.0.0/16".parse().unwrap(), gateway) };
     sw.add_network(spec).unwrap();
     let (a, b) = (host(&sw, 1, 2), host(&sw, 1, 3));
     send(&sw, &a, udp_like(&a, b.mac, b.ip));

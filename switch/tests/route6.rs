@@ -32,19 +32,13 @@ fn gateway_mac() -> MacAddr {
 fn lab(internal: bool) -> Lab {
     let sw = Switch::start(0).unwrap();
     sw.add_network(NetworkSpec {
-        index: 1,
-        name: "n".into(),
-        subnet: "10.1.0.0/16".parse().unwrap(),
-        gateway: GATEWAY,
-        gateway_mac: gateway_mac(),
         internal,
-        icc: true,
-        masquerade: true,
         // Inside the uplink's on-link /64: the router reaches containers by NDP.
         ipv6: Some(Ipv6Spec {
             subnet: "2001:db8:1:0:1::/80".parse().unwrap(),
             gateway: "2001:db8:1:0:1::1".parse().unwrap(),
         }),
+        ..NetworkSpec::bridge(1, "n", "10.1.0.0/16".parse().unwrap(), GATEWAY)
     })
     .unwrap();
     let container = Arc::new(MemPort::with_offloads(256));

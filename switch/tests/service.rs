@@ -24,17 +24,8 @@ fn gw_mac() -> MacAddr {
 
 fn network(sw: &Switch, index: u32, icc: bool) {
     let gateway = Ipv4Addr::new(10, index as u8, 0, 1);
-    let spec = NetworkSpec {
-        index,
-        name: format!("net{index}"),
-        subnet: format!("10.{index}.0.0/16").parse().unwrap(),
-        gateway,
-        gateway_mac: MacAddr::from_ipv4(gateway),
-        internal: false,
-        icc,
-        masquerade: true,
-        ipv6: None,
-    };
+    let subnet = format!("10.{index}.0.0/16").parse().unwrap();
+    let spec = NetworkSpec { icc, ..NetworkSpec::bridge(index, &format!("net{index}"), subnet, gateway) };
     sw.add_network(spec).unwrap();
 }
 
