@@ -18,7 +18,7 @@ use ipnet::{Ipv4Net, Ipv6Net};
 use parking_lot::Mutex;
 use ports::FrameIo;
 use proto::MacAddr;
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -209,6 +209,11 @@ pub struct Snapshot {
     pub uplink: Option<Arc<Uplink>>,
     /// Published ports on the uplink address.
     pub published: Arc<PublishedPorts>,
+    /// What the published ports lead to: (protocol, container IPv4, container
+    /// port). Derived from `published`, so that a container's outgoing IPv6
+    /// packet is looked up in the connection table only when it can belong
+    /// to a published flow.
+    pub published_targets: Arc<FxHashSet<(u8, Ipv4Addr, u16)>>,
     /// User filter rules, in order.
     pub rules: Arc<Vec<filter::Rule>>,
     /// Network index → its service port (the embedded DNS server's TAP).
@@ -613,8 +618,12 @@ impl Switch {
         let _c = self.control.lock();
         self.shared.conntrack.lock().set_reserved(ports.keys().copied());
         self.shared.conntrack6.lock().set_reserved(ports.keys().copied());
-        let ports = Arc::new(ports);
-        self.publish_everywhere(|s| s.published = ports);
+        let targets: FxHashSet<_> = ports.iter().map(|((proto, _), t)| (*proto, t.ip, t.port)).collect();
+        let (ports, targets) = (Arc::new(ports), Arc::new(targets));
+        self.publish_everywhere(|s| {
+            s.published = ports;
+            s.published_targets = targets;
+        });
     }
 
     /// Publish a change and return once every worker has taken it in, so

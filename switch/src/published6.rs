@@ -82,6 +82,9 @@ pub(crate) fn outbound(ctx: &Context, uplink_ip6: Ipv6Addr, frame: &mut [u8], of
     }
     let Ok(ip) = ipv6::Packet::parse(&frame[L3..]) else { return };
     let Some(p) = ports(&ip) else { return };
+    if !ctx.snap.published_targets.contains(&(p.proto, ctx.in_port.spec.ipv4, p.sport)) {
+        return; // not from a published port: no lock taken
+    }
     let orig = Tuple { proto: p.proto, src: ip.src(), sport: p.sport, dst: ip.dst(), dport: p.dport };
     let host_port = ctx.shared.conntrack6.lock().outbound_existing(&orig, p.tcp_flags, ctx.now);
     if let Some(host_port) = host_port {
