@@ -137,8 +137,8 @@ pub struct Port {
     pub counters: PortCounters,
     /// A network's service port (`Switch::set_service_port`), not an endpoint.
     pub service: bool,
-    /// A tunnel to a remote VTEP of an overlay network (`Switch::add_tunnel`).
-    pub tunnel: bool,
+    /// A tunnel to the remote VTEP at this address (`Switch::add_tunnel`).
+    pub tunnel: Option<Ipv4Addr>,
 }
 
 impl Port {
@@ -161,6 +161,11 @@ impl Port {
         self.spec.queues[0].takes_offloads()
     }
 
+    /// A tunnel to a remote VTEP, not an endpoint.
+    pub fn is_tunnel(&self) -> bool {
+        self.tunnel.is_some()
+    }
+
     /// The workers that receive from this port.
     fn receiving_workers(&self) -> impl Iterator<Item = usize> + '_ {
         (0..self.workers).filter(|w| self.rx_queue(*w).is_some())
@@ -172,32 +177,78 @@ pub struct Domain {
     pub spec: NetworkSpec,
     pub ports: Vec<Arc<Port>>,
     /// Addresses the ARP proxy answers for: endpoint IPv4 → (MAC, port).
+    /// Remote endpoints of an overlay network are here with their tunnel.
     pub neighbours: FxHashMap<Ipv4Addr, (MacAddr, PortId)>,
     /// Addresses the NDP proxy answers for: each endpoint's global and
     /// link-local IPv6 address → (MAC, port). Empty on IPv4-only networks.
     pub neighbours6: FxHashMap<Ipv6Addr, (MacAddr, PortId)>,
     pub fdb: Arc<Fdb>,
+    /// Endpoints on other hosts of an overlay network (`set_remote_endpoints`).
+    pub remotes: Arc<[RemoteEndpoint]>,
+}
+
+/// An endpoint on another host of an overlay network, as the cluster store
+/// tells it: the switch answers ARP and NDP for it and pins its MAC to the
+/// tunnel to its VTEP, so nothing about it is flooded over the underlay.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RemoteEndpoint {
+    pub mac: MacAddr,
+    pub ipv4: Ipv4Addr,
+    pub ipv6: Option<Ipv6Addr>,
+    pub vtep: Ipv4Addr,
 }
 
 impl Domain {
-    fn new(spec: NetworkSpec, ports: Vec<Arc<Port>>, fdb: Arc<Fdb>) -> Domain {
-        let endpoints = || ports.iter().filter(|p| !p.tunnel);
-        let neighbours = endpoints().map(|p| (p.spec.ipv4, (p.spec.mac, p.id))).collect();
-        let neighbours6 = match spec.ipv6 {
-            Some(_) => {
-                endpoints().flat_map(|p| ipv6_addresses(&p.spec).map(move |ip| (ip, (p.spec.mac, p.id)))).collect()
-            }
+    fn new(spec: NetworkSpec) -> Domain {
+        Domain {
+            spec,
+            ports: Vec::new(),
+            neighbours: FxHashMap::default(),
+            neighbours6: FxHashMap::default(),
+            fdb: Arc::new(Fdb::default()),
+            remotes: Arc::from(Vec::new()),
+        }
+    }
+
+    /// This domain with `ports` in place of its ports.
+    fn with_ports(&self, ports: Vec<Arc<Port>>) -> Domain {
+        self.rebuilt(ports, self.remotes.clone())
+    }
+
+    /// The domain with these ports and remote endpoints, its neighbour
+    /// tables derived from them. A remote endpoint whose VTEP has no tunnel
+    /// (yet) is not answered for.
+    fn rebuilt(&self, ports: Vec<Arc<Port>>, remotes: Arc<[RemoteEndpoint]>) -> Domain {
+        let endpoints =
+            || ports.iter().filter(|p| !p.is_tunnel()).map(|p| (p.id, p.spec.mac, p.spec.ipv4, p.spec.ipv6));
+        let tunnel_to = |vtep: Ipv4Addr| ports.iter().find(|p| p.tunnel == Some(vtep)).map(|p| p.id);
+        let remote = remotes.iter().filter_map(|r| tunnel_to(r.vtep).map(|id| (id, r.mac, r.ipv4, r.ipv6)));
+        // Local endpoints last: they win over a remote claiming the same address.
+        let all: Vec<_> = remote.chain(endpoints()).collect();
+        let neighbours = all.iter().map(|(id, mac, ip, _)| (*ip, (*mac, *id))).collect();
+        let neighbours6 = match self.spec.ipv6 {
+            Some(_) => all
+                .iter()
+                .flat_map(|(id, mac, _, ip6)| ipv6_addresses(*mac, *ip6).map(move |ip| (ip, (*mac, *id))))
+                .collect(),
             None => FxHashMap::default(),
         };
-        Domain { spec, ports, neighbours, neighbours6, fdb }
+        Domain { spec: self.spec.clone(), ports, neighbours, neighbours6, fdb: self.fdb.clone(), remotes }
+    }
+
+    /// Pin every remote endpoint's MAC to its tunnel (where it has one).
+    fn pin_remotes(&self) {
+        for (mac, port) in self.remotes.iter().filter_map(|r| self.neighbours.get(&r.ipv4)) {
+            self.fdb.add_static(*mac, *port);
+        }
     }
 }
 
 /// A port's IPv6 addresses: its global one, if any, and the link-local one
 /// the kernel derives from its MAC.
-fn ipv6_addresses(spec: &PortSpec) -> impl Iterator<Item = Ipv6Addr> {
-    let link_local = proto::ipv6::link_local_from_mac(spec.mac.octets());
-    spec.ipv6.into_iter().chain(std::iter::once(link_local))
+fn ipv6_addresses(mac: MacAddr, global: Option<Ipv6Addr>) -> impl Iterator<Item = Ipv6Addr> {
+    let link_local = proto::ipv6::link_local_from_mac(mac.octets());
+    global.into_iter().chain(std::iter::once(link_local))
 }
 
 /// Everything the workers read, published as a whole.
@@ -331,8 +382,7 @@ impl Switch {
             return Err(format!("network index {} already in the data path", spec.index));
         }
         self.publish(|s| {
-            let domain = Domain::new(spec.clone(), Vec::new(), Arc::new(Fdb::default()));
-            s.networks.insert(spec.index, Arc::new(domain));
+            s.networks.insert(spec.index, Arc::new(Domain::new(spec.clone())));
         });
         Ok(())
     }
@@ -398,7 +448,7 @@ impl Switch {
             spec,
             counters: PortCounters::new(self.shared.workers.len()),
             service: false,
-            tunnel: false,
+            tunnel: None,
         }))
     }
 
@@ -412,7 +462,7 @@ impl Switch {
         domain.fdb.add_static(port.spec.mac, id);
         let mut ports = domain.ports.clone();
         ports.push(port.clone());
-        let rebuilt = Domain::new(domain.spec.clone(), ports, domain.fdb.clone());
+        let rebuilt = domain.with_ports(ports);
         self.publish(|s| {
             s.ports.insert(id, port.clone());
             s.networks.insert(rebuilt.spec.index, Arc::new(rebuilt));
@@ -428,7 +478,7 @@ impl Switch {
         let domain =
             snap.networks.get(&port.spec.network).ok_or_else(|| format!("port {id} is not a bridge port"))?.clone();
         let ports = domain.ports.iter().filter(|p| p.id != id).cloned().collect();
-        let rebuilt = Domain::new(domain.spec.clone(), ports, domain.fdb.clone());
+        let rebuilt = domain.with_ports(ports);
         let generation = self.publish(|s| {
             s.ports.remove(&id);
             s.networks.insert(rebuilt.spec.index, Arc::new(rebuilt));
@@ -496,19 +546,20 @@ impl Switch {
         let mut port = self.new_port(&mut control, &snap, spec)?;
         {
             let tunnel = Arc::get_mut(&mut port).expect("a new port is not shared");
-            tunnel.tunnel = true;
+            tunnel.tunnel = Some(remote);
             tunnel.first_worker = None; // nothing to receive: its frames come in by the uplink
         }
         let id = port.id;
         let mut ports = domain.ports.clone();
         ports.push(port.clone());
-        let rebuilt = Domain::new(domain.spec.clone(), ports, domain.fdb.clone());
+        let rebuilt = Arc::new(domain.with_ports(ports));
         self.publish(|s| {
             s.ports.insert(id, port.clone());
-            s.networks.insert(network, Arc::new(rebuilt));
+            s.networks.insert(network, rebuilt.clone());
             s.overlay.tunnels.insert((vni, remote), id);
             s.overlay.neighbours.insert(remote, neighbour);
         });
+        rebuilt.pin_remotes();
         Ok(id)
     }
 
@@ -523,7 +574,7 @@ impl Switch {
         let id = vni.and_then(|vni| snap.overlay.tunnels.get(&(vni, remote)).copied());
         let (Some(vni), Some(id), Some(domain)) = (vni, id, snap.networks.get(&network)) else { return };
         let ports = domain.ports.iter().filter(|p| p.id != id).cloned().collect();
-        let rebuilt = Arc::new(Domain::new(domain.spec.clone(), ports, domain.fdb.clone()));
+        let rebuilt = Arc::new(domain.with_ports(ports));
         self.publish_everywhere(|s| {
             s.ports.remove(&id);
             s.networks.insert(network, rebuilt);
@@ -533,6 +584,36 @@ impl Switch {
             }
         });
         domain.fdb.remove_port(id);
+    }
+
+    /// The remote VTEPs overlay network `network` has tunnels to.
+    pub fn tunnels(&self, network: u32) -> Vec<Ipv4Addr> {
+        let snap = self.shared.snapshot.load();
+        let Some(domain) = snap.networks.get(&network) else { return Vec::new() };
+        domain.ports.iter().filter_map(|p| p.tunnel).collect()
+    }
+
+    /// Set the endpoints on other hosts of overlay network `network` (from
+    /// the cluster store), replacing the ones set before: the ARP and NDP
+    /// proxies answer for them and their MACs are pinned to the tunnels to
+    /// their VTEPs. Tunnels are added with `add_tunnel`; an endpoint whose
+    /// VTEP has none is kept and takes effect when the tunnel comes.
+    pub fn set_remote_endpoints(&self, network: u32, remotes: Vec<RemoteEndpoint>) -> Result<(), String> {
+        let _c = self.control.lock();
+        let snap = self.shared.snapshot.load();
+        let domain = snap.networks.get(&network).ok_or_else(|| format!("no network index {network}"))?;
+        if *domain.remotes == *remotes {
+            return Ok(());
+        }
+        let rebuilt = Arc::new(domain.rebuilt(domain.ports.clone(), Arc::from(remotes)));
+        self.publish(|s| {
+            s.networks.insert(network, rebuilt.clone());
+        });
+        let gone: Vec<MacAddr> =
+            domain.remotes.iter().map(|r| r.mac).filter(|mac| !rebuilt.remotes.iter().any(|r| r.mac == *mac)).collect();
+        rebuilt.fdb.forget(&gone);
+        rebuilt.pin_remotes();
+        Ok(())
     }
 
     /// Attach `spec` as its network's service port: the switch sends it the

@@ -101,6 +101,17 @@ impl Fdb {
         self.retain(|e| e.port() != port);
     }
 
+    /// Forget these MACs, static or learned (remote endpoints that went).
+    pub fn forget(&self, macs: &[MacAddr]) {
+        if macs.is_empty() {
+            return;
+        }
+        let _w = self.writer.lock();
+        let current = self.map.load();
+        let next: Map = current.iter().filter(|(m, _)| !macs.contains(m)).map(|(m, e)| (*m, e.clone())).collect();
+        self.map.store(Arc::new(next));
+    }
+
     /// Forget learned entries not seen for `max_age` seconds; returns how many.
     pub fn age(&self, now: u32, max_age: u32) -> usize {
         self.retain(|e| e.is_static || now.saturating_sub(e.last_seen.load(Relaxed)) < max_age)

@@ -20,4 +20,4 @@ pub mod service;
 pub mod stats;
 mod worker;
 
-pub use datapath::{Ipv6Spec, NetworkSpec, PortSpec, Switch, UplinkSpec, UplinkSpec6};
+pub use datapath::{Ipv6Spec, NetworkSpec, PortSpec, RemoteEndpoint, Switch, UplinkSpec, UplinkSpec6};

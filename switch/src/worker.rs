@@ -188,7 +188,7 @@ impl<'a> Output<'a> {
             Verdict::Forward(id) => match snap.ports.get(&id) {
                 // Split horizon for unicast too: a peer's frame is never sent
                 // on to another peer (a stale entry would bounce it between hosts).
-                Some(to) if from.tunnel && to.tunnel => {
+                Some(to) if from.is_tunnel() && to.is_tunnel() => {
                     drop_frame(self.shared, self.worker, from, DropReason::SamePort)
                 }
                 Some(to) => self.send(to, frame, offload),
@@ -197,7 +197,7 @@ impl<'a> Output<'a> {
             Verdict::Flood => {
                 // Split horizon: what came through a tunnel goes to no other tunnel.
                 let others = net.iter().flat_map(|n| n.ports.iter()).filter(|p| p.id != from.id);
-                for to in others.filter(|p| !(from.tunnel && p.tunnel)) {
+                for to in others.filter(|p| !(from.is_tunnel() && p.is_tunnel())) {
                     self.send(to, frame, offload);
                 }
             }

@@ -7,7 +7,7 @@ use proto::ethernet::{self, ETHERTYPE_IPV4};
 use proto::{arp, ipv4, vxlan, MacAddr};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
-use switch::{NetworkSpec, PortSpec, Switch, UplinkSpec};
+use switch::{NetworkSpec, PortSpec, RemoteEndpoint, Switch, UplinkSpec};
 
 const VNI: u32 = 42;
 const GATEWAY: Ipv4Addr = Ipv4Addr::new(10, 130, 0, 1);
@@ -235,4 +235,42 @@ fn a_peers_unicast_is_never_sent_on_to_another_peer() {
     assert_eq!(a.sw.report().drops.same_port, 1);
     let rx = a.sw.report().ports.iter().filter(|p| p.name.starts_with("vxlan")).map(|p| p.rx_packets).sum::<u64>();
     assert_eq!(rx, 2, "frames through the tunnels are counted where they came in");
+}
+
+/// With the cluster store each switch is told the other host's endpoints:
+/// ARP for them is answered on the spot and their frames go straight to
+/// their VTEP, so nothing is flooded over the underlay; and forgotten
+/// endpoints are neither answered for nor pinned any more.
+#[test]
+fn remote_endpoints_are_answered_for_and_pinned_to_their_tunnel() {
+    let (a, b) = (host(1, 2), host(2, 1));
+    let remote_b = RemoteEndpoint { mac: b.mac, ipv4: b.ip, ipv6: None, vtep: b.vtep };
+    a.sw.set_remote_endpoints(1, vec![remote_b.clone()]).unwrap();
+    a.container.inject(arp_request(&a, b.ip));
+    assert!(underlay(&a, &b).is_empty(), "the ARP request for a known remote endpoint crossed the underlay");
+    let at_a = a.container.take_all();
+    assert_eq!(at_a.len(), 1, "A's switch answered for B");
+    let answer = arp::Packet::parse(&at_a[0][14..]).unwrap();
+    assert_eq!((answer.sender_ip(), answer.sender_mac()), (b.ip, b.mac));
+    let fdb = a.sw.fdb_rows(1).unwrap();
+    let row = fdb.iter().find(|r| r.mac == b.mac.to_string()).expect("B's MAC pinned in A's FDB");
+    assert_eq!(row.kind, "static");
+
+    // Unicast to B: wrapped once, to B's VTEP only, once its MAC is known.
+    a.container.inject(udp(&a, &b));
+    underlay(&a, &b);
+    b.container.take_all();
+    a.container.inject(udp(&a, &b));
+    let crossed = underlay(&a, &b);
+    assert_eq!(crossed.len(), 1, "one wrapped frame, not a flood");
+    assert_eq!(b.container.take_all().len(), 1);
+
+    // The same set again changes nothing; an empty one forgets B.
+    a.sw.set_remote_endpoints(1, vec![remote_b]).unwrap();
+    a.sw.set_remote_endpoints(1, Vec::new()).unwrap();
+    assert!(!a.sw.fdb_rows(1).unwrap().iter().any(|r| r.mac == b.mac.to_string()), "B outlived its removal");
+    a.container.inject(arp_request(&a, b.ip));
+    a.sw.poll_all();
+    assert!(a.container.take_all().is_empty(), "answered for a forgotten endpoint");
+    assert!(a.sw.set_remote_endpoints(9, Vec::new()).is_err(), "no such network");
 }
