@@ -2,10 +2,13 @@
 //! networks, and a flat object for endpoints.
 
 use serde_json::{json, Map, Value};
+use std::net::Ipv4Addr;
 use switch::model::{Endpoint, Network};
 
 /// `docker network inspect NAME`: an array holding one network object.
-pub fn network(net: &Network, endpoints: &[&Endpoint]) -> Value {
+/// `peers` are the VTEPs an overlay network has tunnels to (static peers
+/// and the cluster's hosts with endpoints on it).
+pub fn network(net: &Network, endpoints: &[&Endpoint], peers: &[Ipv4Addr]) -> Value {
     let mut config = json!({ "Subnet": net.subnet.to_string(), "Gateway": net.gateway.to_string() });
     if let Some(range) = net.ip_range {
         config["IPRange"] = json!(range.to_string());
@@ -48,7 +51,7 @@ pub fn network(net: &Network, endpoints: &[&Endpoint]) -> Value {
     if let Some(overlay) = &net.overlay {
         inspect["Options"]["com.docker.network.driver.overlay.vxlanid_list"] = json!(overlay.vni.to_string());
         let peers: Vec<Value> =
-            overlay.peers.iter().map(|ip| json!({ "Name": ip.to_string(), "IP": ip.to_string() })).collect();
+            peers.iter().map(|ip| json!({ "Name": ip.to_string(), "IP": ip.to_string() })).collect();
         inspect["Peers"] = json!(peers);
     }
     json!([inspect])
@@ -126,7 +129,7 @@ mod tests {
             owns_netns: true,
             published: vec![],
         };
-        let v = network(&net, &[&ep]);
+        let v = network(&net, &[&ep], &[]);
         let n = &v[0];
         assert_eq!(n["Name"], "lab");
         assert_eq!(n["IPAM"]["Config"][0]["Subnet"], "10.9.0.0/16");
@@ -172,7 +175,7 @@ mod tests {
             owns_netns: true,
             published: vec![],
         };
-        let v = network(&net, &[&ep]);
+        let v = network(&net, &[&ep], &[]);
         let n = &v[0];
         assert_eq!(n["EnableIPv6"], true);
         assert_eq!(n["IPAM"]["Config"][1]["Subnet"], "2001:db8:1::/64");

@@ -1,6 +1,7 @@
 //! The parts of vswitchd and vsctl that are not the data path: the control
 //! protocol between them, the daemon's request handling and its state store.
 
+pub mod cluster;
 pub mod control;
 pub mod daemon;
 pub mod dns;

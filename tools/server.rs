@@ -1,5 +1,7 @@
 //! The control socket: accepts one connection at a time, reads one JSON
 //! request line, answers with one JSON response line. Stops on SIGINT/SIGTERM.
+//! Between requests (at least every tick) the daemon takes in what the
+//! cluster store says.
 
 use crate::control::{Request, Response, MAX_REQUEST};
 use crate::daemon::Daemon;
@@ -45,6 +47,7 @@ impl Server {
     /// Serve requests until `stop` is set.
     pub fn serve(&self, daemon: &mut Daemon, stop: &Arc<AtomicBool>) {
         while !stop.load(Ordering::SeqCst) {
+            daemon.tick();
             if !self.wait_readable() {
                 continue;
             }

@@ -48,6 +48,10 @@ pub struct OverlayConfig {
     /// Static remote VTEPs (`vsctl add-peer`).
     #[serde(default)]
     pub peers: Vec<Ipv4Addr>,
+    /// Defined in the cluster store (made with `--cluster-store`): the
+    /// network, its addresses and its endpoints are the cluster's.
+    #[serde(default)]
+    pub cluster: bool,
 }
 
 impl Network {

@@ -23,6 +23,7 @@ use std::time::{Duration, Instant};
 
 use ports::netns;
 
+pub mod cluster;
 pub mod dns;
 pub mod ipv6;
 use serde_json::Value;
@@ -134,26 +135,7 @@ impl Daemon {
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("dup log"))
             .stderr(log);
-        // Opened here, used by the child between fork and exec (O_CLOEXEC:
-        // the daemon does not inherit it); dropped after spawn.
-        let ns_file = self
-            .netns
-            .as_ref()
-            .map(|ns| fs::File::open(netns::path(ns)).unwrap_or_else(|e| panic!("open netns {ns} for vswitchd: {e}")));
-        if let Some(f) = &ns_file {
-            use std::os::unix::process::CommandExt;
-            let fd = f.as_raw_fd();
-            // SAFETY: setns is async-signal-safe and touches no memory of
-            // the parent; the fd stays open until spawn returns.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
+        let ns_file = self.netns.as_ref().map(|ns| exec_in_netns(&mut cmd, ns));
         let child = cmd.spawn().expect("spawn vswitchd");
         drop(ns_file);
         self.child = Some(child);
@@ -967,6 +949,27 @@ pub fn arp_requests_for(frames: &[Vec<u8>], target: Ipv4Addr) -> usize {
 /// Whether `hay` contains `needle`.
 pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Have `cmd` run in network namespace `ns` (setns(CLONE_NEWNET) between
+/// fork and exec, so it keeps the test's mount namespace). The returned
+/// file must live until `cmd` is spawned.
+pub fn exec_in_netns(cmd: &mut Command, ns: &str) -> fs::File {
+    use std::os::unix::process::CommandExt;
+    // Used by the child between fork and exec (O_CLOEXEC: not inherited).
+    let file = fs::File::open(netns::path(ns)).unwrap_or_else(|e| panic!("open netns {ns}: {e}"));
+    let fd = file.as_raw_fd();
+    // SAFETY: setns is async-signal-safe and touches no memory of the
+    // parent; the fd stays open until spawn returns (the caller holds it).
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    file
 }
 
 /// Poll `f` every 100 ms until it returns true or `timeout` passes.

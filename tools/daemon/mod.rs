@@ -27,6 +27,7 @@ use switch::model::{self, Endpoint, Ipv6Config, Mapping, Network, UserRule, DEFA
 use switch::nat::{Published, PublishedPorts};
 use switch::{ipam, ipam6, Ipv6Spec, NetworkSpec, PortSpec, Switch, UplinkSpec};
 
+mod cluster;
 mod overlay;
 mod uplink;
 
@@ -66,6 +67,8 @@ pub struct Daemon {
     attached: HashMap<String, Attached>,
     /// The embedded DNS server of the user-defined networks.
     dns: DnsService,
+    /// The cluster store, with `--cluster-store`.
+    cluster: Option<cluster::ClusterLink>,
 }
 
 impl Daemon {
@@ -87,8 +90,17 @@ impl Daemon {
         let switch = Switch::start(workers)?;
         let dns = DnsService::start(dns, workers)?;
         let vxlan_port = uplink.map_or(proto::vxlan::UDP_PORT, |u| u.vxlan_port);
-        let mut daemon =
-            Daemon { store, state, switch, workers, uplink_ip: None, vxlan_port, attached: HashMap::new(), dns };
+        let mut daemon = Daemon {
+            store,
+            state,
+            switch,
+            workers,
+            uplink_ip: None,
+            vxlan_port,
+            attached: HashMap::new(),
+            dns,
+            cluster: None,
+        };
         if daemon.state.network(DEFAULT_NETWORK).is_none() {
             daemon.create_default_network().map_err(io::Error::other)?;
         }
@@ -161,7 +173,7 @@ impl Daemon {
                 Err(e) => log::error!("could not re-attach {}/{} to {}: {e}", ep.netns, ep.ifname, ep.network),
             }
         }
-        self.dns.set_names(&self.state);
+        self.refresh_names();
         for netns_name in routed {
             self.dns.update_resolv_conf(&self.state, &netns_name);
         }
@@ -172,9 +184,28 @@ impl Daemon {
         self.store.save(&self.state).map_err(|e| format!("the change took effect but could not be saved: {e}"))
     }
 
+    /// Give the DNS server the names of every endpoint it answers for: this
+    /// host's, and those on other hosts of the cluster's overlay networks.
+    fn refresh_names(&self) {
+        let remote: Vec<Endpoint> = match &self.cluster {
+            Some(link) => {
+                link.view.endpoints.iter().map(|r| r.endpoint.clone()).filter(|e| !self.is_local(e)).collect()
+            }
+            None => Vec::new(),
+        };
+        self.dns.set_names(&self.state, &remote);
+    }
+
+    fn is_local(&self, ep: &Endpoint) -> bool {
+        self.state.endpoints.iter().any(|e| e.id == ep.id)
+    }
+
     pub fn shutdown(self) {
         if let Err(e) = self.save() {
             log::error!("{e}");
+        }
+        if let Some(link) = self.cluster {
+            link.store.stop();
         }
         self.dns.stop(&self.switch);
         self.switch.shutdown();
@@ -257,11 +288,26 @@ impl Daemon {
         net.ipv6 = self.plan_ipv6(&req)?;
         net.overlay = overlay;
         let id = net.id.clone();
-        self.install_network(net.clone())?;
-        if let Err(e) = self.dns.serve(&self.switch, &net) {
-            // Undone: a network without its DNS is not what was asked for.
-            let _ = self.switch.remove_network(net.index);
-            self.state.networks.retain(|n| n.name != name);
+        let in_cluster = cluster::is_cluster_network(&net);
+        if in_cluster {
+            let link = self.cluster.as_mut().expect("cluster networks are made with a store");
+            let revision = link.store.create_network(&net)?;
+            link.note_write(revision);
+        }
+        let installed = self.install_network(net.clone()).and_then(|()| {
+            self.dns.serve(&self.switch, &net).inspect_err(|_| {
+                // Undone: a network without its DNS is not what was asked for.
+                let _ = self.switch.remove_network(net.index);
+                self.state.networks.retain(|n| n.name != name);
+            })
+        });
+        if let Err(e) = installed {
+            if let (true, Some(link)) = (in_cluster, &mut self.cluster) {
+                let vni = net.overlay.as_ref().map_or(0, |o| o.vni);
+                if let Err(undo) = link.store.delete_network(name, vni) {
+                    log::error!("network {name} stays in the cluster store: {undo}");
+                }
+            }
             return Err(e);
         }
         self.save()?;
@@ -320,13 +366,18 @@ impl Daemon {
             gateway,
             ip_range,
             mtu,
-            index: self.state.networks.iter().map(|n| n.index).max().unwrap_or(0) + 1,
+            index: self.next_network_index(),
             internal: false,
             icc: true,
             masquerade: true,
             ipv6: None,
             overlay: None,
         }
+    }
+
+    /// The data path's number for the next network.
+    fn next_network_index(&self) -> u32 {
+        self.state.networks.iter().map(|n| n.index).max().unwrap_or(0) + 1
     }
 
     fn install_network(&mut self, net: Network) -> Result<(), String> {
@@ -357,22 +408,34 @@ impl Daemon {
         if !ports.is_empty() {
             return Err(format!("network {name} has active ports: {} (del-port them first)", ports.join(", ")));
         }
-        for peer in net.overlay.iter().flat_map(|o| o.peers.iter()) {
-            self.switch.remove_tunnel(net.index, *peer);
+        if let (Some(overlay), Some(link)) = (net.overlay.as_ref().filter(|o| o.cluster), &mut self.cluster) {
+            let revision = link.store.delete_network(name, overlay.vni)?;
+            link.note_write(revision);
         }
-        self.dns.unserve(&self.switch, net.index);
-        self.switch.remove_network(net.index)?;
-        self.state.networks.retain(|n| n.name != name);
-        self.dns.set_names(&self.state);
+        self.remove_network_here(name)?;
         self.save()?;
         log::info!("removed network {name}");
         Ok(Value::Null)
     }
 
+    /// Take a network without ports out of this host: its tunnels, its DNS
+    /// and its bridge domain.
+    fn remove_network_here(&mut self, name: &str) -> Result<(), String> {
+        let index = self.network(name)?.index;
+        for vtep in self.switch.tunnels(index) {
+            self.switch.remove_tunnel(index, vtep);
+        }
+        self.dns.unserve(&self.switch, index);
+        self.switch.remove_network(index)?;
+        self.state.networks.retain(|n| n.name != name);
+        self.refresh_names();
+        Ok(())
+    }
+
     fn show_net(&self, name: &str) -> Outcome {
         let net = self.network(name)?;
         let endpoints: Vec<&Endpoint> = self.state.endpoints_of(name).collect();
-        Ok(inspect::network(net, &endpoints))
+        Ok(inspect::network(net, &endpoints, &self.switch.tunnels(net.index)))
     }
 
     // ----- ports -----
@@ -387,25 +450,36 @@ impl Daemon {
                 Err(format!("namespace {netns_name} already has a port on network {network} ({})", existing.ifname))
             };
         }
-        let mut ep = self.plan_endpoint(&net, netns_name, &req)?;
-        ep.published = self.plan_mappings(&req.publish, &mut self.taken_host_ports())?;
+        let published = self.plan_mappings(&req.publish, &mut self.taken_host_ports())?;
+        let mut ep = self.plan_and_claim(&net, |daemon| daemon.plan_endpoint(&net, netns_name, &req))?;
+        ep.published = published;
         let first_in_netns = self.state.endpoints_in_netns(netns_name).next().is_none();
-        self.attach(&ep, first_in_netns).map_err(|e| format!("plumbing {netns_name}/{}: {e}", ep.ifname))?;
+        if let Err(e) = self.attach(&ep, first_in_netns) {
+            self.release_in_cluster(&net, &ep).unwrap_or_else(|undo| log::error!("{undo}"));
+            return Err(format!("plumbing {netns_name}/{}: {e}", ep.ifname));
+        }
         self.state.endpoints.push(ep.clone());
         if !ep.published.is_empty() {
             self.install_published();
         }
-        self.dns.set_names(&self.state);
+        self.refresh_names();
         self.dns.update_resolv_conf(&self.state, netns_name);
         self.save()?;
         log::info!("added port {netns_name}/{} on {network} ({})", ep.ifname, ep.ipv4);
         Ok(inspect::endpoint(&ep, &net))
     }
 
+    /// The endpoints of a network: this host's, and on a cluster network
+    /// those on the other hosts (whose addresses, MACs and names are taken too).
+    fn network_endpoints<'a>(&'a self, network: &'a str) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        let remote = self.cluster.iter().flat_map(move |link| link.remote_endpoints(network));
+        self.state.endpoints_of(network).chain(remote)
+    }
+
     /// Choose the endpoint's address, MAC, name and interface, refusing
     /// anything taken or out of place. Changes nothing.
     fn plan_endpoint(&self, net: &Network, netns_name: &str, req: &PortRequest) -> Result<Endpoint, String> {
-        let taken = ipam::in_use(net, self.state.endpoints_of(&net.name).map(|e| e.ipv4));
+        let taken = ipam::in_use(net, self.network_endpoints(&net.name).map(|e| e.ipv4));
         let ipv4 = match req.ip.as_deref() {
             Some(text) => {
                 let ip = ipam::parse_ipv4("--ip", text)?;
@@ -418,7 +492,7 @@ impl Daemon {
             Some(text) => parse_unicast_mac(text)?,
             None => MacAddr::from_ipv4(ipv4),
         };
-        if mac == net.gateway_mac() || self.state.endpoints_of(&net.name).any(|e| e.mac == mac) {
+        if mac == net.gateway_mac() || self.network_endpoints(&net.name).any(|e| e.mac == mac) {
             return Err(format!("MAC address {mac} is already in use on network {}", net.name));
         }
         let ipv6 = self.plan_ipv6_address(net, mac, req.ip6.as_deref())?;
@@ -426,7 +500,7 @@ impl Daemon {
             check_name("--name", name)?;
         }
         let name = req.name.clone().unwrap_or_else(|| netns_name.to_string());
-        if self.state.endpoints_of(&net.name).any(|e| e.name == name) {
+        if self.network_endpoints(&net.name).any(|e| e.name == name) {
             return Err(format!("name {name:?} is already in use on network {}", net.name));
         }
         let aliases = checked_aliases(&req.aliases)?;
@@ -459,7 +533,7 @@ impl Daemon {
                 None => Ok(None),
             };
         };
-        let taken = ipam6::in_use(&config, self.state.endpoints_of(&net.name).filter_map(|e| e.ipv6));
+        let taken = ipam6::in_use(&config, self.network_endpoints(&net.name).filter_map(|e| e.ipv6));
         let ip = match ip6 {
             Some(text) => {
                 let ip = ipam6::parse_addr("--ip6", text)?;
@@ -556,7 +630,12 @@ impl Daemon {
         let last_in_netns = self.state.endpoints_in_netns(netns_name).count() == 1;
         let had_default_route = self.state.endpoints_in_netns(netns_name).next().map(|e| &e.id) == Some(&ep.id);
         let had_v6_default_route = self.first_dual_stack_port(netns_name).map(|e| &e.id) == Some(&ep.id);
-        self.detach(&ep, ep.owns_netns && last_in_netns)?;
+        let net = self.network(network)?.clone();
+        self.release_in_cluster(&net, &ep)?;
+        if let Err(e) = self.detach(&ep, ep.owns_netns && last_in_netns) {
+            self.reclaim(&net, &ep).unwrap_or_else(|undo| log::error!("{undo}"));
+            return Err(e);
+        }
         self.state.endpoints.retain(|e| e.id != ep.id);
         if had_default_route {
             self.hand_over_default_route(netns_name);
@@ -567,7 +646,7 @@ impl Daemon {
         if !ep.published.is_empty() {
             self.install_published();
         }
-        self.dns.set_names(&self.state);
+        self.refresh_names();
         self.dns.update_resolv_conf(&self.state, netns_name);
         self.save()?;
         log::info!("removed port {netns_name}/{} from {network}", ep.ifname);
@@ -768,20 +847,23 @@ impl Daemon {
     /// `vsctl alias` (`add`) and `vsctl unalias`: one DNS alias of a live endpoint.
     fn alias(&mut self, network: &str, netns_name: &str, name: &str, add: bool) -> Outcome {
         let index = self.endpoint_index(network, netns_name)?;
-        let aliases = &mut self.state.endpoints[index].aliases;
-        let has = aliases.iter().position(|a| a.eq_ignore_ascii_case(name));
+        let mut ep = self.state.endpoints[index].clone();
+        let has = ep.aliases.iter().position(|a| a.eq_ignore_ascii_case(name));
         match (add, has) {
             (true, Some(_)) => return Err(format!("{netns_name} on {network} has the alias {name:?} already")),
             (true, None) => {
                 check_name("alias", name)?;
-                aliases.push(name.to_string());
+                ep.aliases.push(name.to_string());
             }
             (false, None) => return Err(format!("{netns_name} on {network} has no alias {name:?}")),
             (false, Some(i)) => {
-                aliases.remove(i);
+                ep.aliases.remove(i);
             }
         }
-        self.dns.set_names(&self.state);
+        let net = self.network(network)?.clone();
+        self.republish_in_cluster(&net, &ep)?;
+        self.state.endpoints[index] = ep;
+        self.refresh_names();
         self.save()?;
         Ok(Value::Null)
     }

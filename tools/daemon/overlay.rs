@@ -43,7 +43,12 @@ impl Daemon {
                 "overlay networks need an uplink: start vswitchd with --uplink (its address is the VTEP)".into()
             );
         }
-        let taken: Vec<u32> = self.state.networks.iter().filter_map(|n| n.overlay.as_ref().map(|o| o.vni)).collect();
+        if let Some(link) = self.cluster.as_ref().filter(|l| l.view.networks.contains_key(&req.name)) {
+            return Err(format!("network {:?} already exists in the cluster {}", req.name, link.store.config().store));
+        }
+        let mut taken: Vec<u32> =
+            self.state.networks.iter().filter_map(|n| n.overlay.as_ref().map(|o| o.vni)).collect();
+        taken.extend(self.cluster.iter().flat_map(|link| link.view.vnis()));
         let vni = match req.vni {
             Some(vni) if vni == 0 || vni > proto::vxlan::MAX_VNI => {
                 return Err(format!("invalid --vni {vni}: want 1 to {}", proto::vxlan::MAX_VNI))
@@ -52,17 +57,15 @@ impl Daemon {
             Some(vni) => vni,
             None => (FIRST_VNI..=proto::vxlan::MAX_VNI).find(|v| !taken.contains(v)).ok_or("no free VNI left")?,
         };
-        Ok(Some(OverlayConfig { vni, peers: Vec::new() }))
+        Ok(Some(OverlayConfig { vni, peers: Vec::new(), cluster: self.cluster.is_some() }))
     }
 
     /// Program an overlay network's VNI and tunnels to its peers; a peer
     /// that cannot be added is logged, not a reason to leave out the others.
     pub(super) fn install_overlay(&self, net: &Network, overlay: &OverlayConfig) -> Result<(), String> {
         self.switch.set_overlay(net.index, overlay.vni, self.vxlan_port)?;
-        for peer in &overlay.peers {
-            if let Err(e) = self.switch.add_tunnel(net.index, *peer) {
-                log::error!("overlay network {}: peer {peer}: {e}", net.name);
-            }
+        if let Err(e) = self.sync_tunnels(net) {
+            log::error!("overlay network {}: {e}", net.name);
         }
         Ok(())
     }
@@ -85,16 +88,16 @@ impl Daemon {
                 if Some(ip) == self.uplink_ip {
                     return Err(format!("{ip} is this switch's own VTEP address"));
                 }
-                self.switch.add_tunnel(net.index, ip)?;
                 overlay.peers.push(ip);
             }
-            (false, true) => {
-                self.switch.remove_tunnel(net.index, ip);
-                overlay.peers.retain(|p| *p != ip);
-            }
+            (false, true) => overlay.peers.retain(|p| *p != ip),
         }
+        let mut changed = net.clone();
+        changed.overlay = Some(overlay);
+        // A peer that is also a cluster host keeps its tunnel when it stops being static.
+        self.sync_tunnels(&changed)?;
         if let Some(n) = self.state.networks.iter_mut().find(|n| n.name == network) {
-            n.overlay = Some(overlay);
+            *n = changed;
         }
         self.save()?;
         Ok(Value::Null)

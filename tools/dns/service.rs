@@ -32,7 +32,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use switch::model::{Network, DEFAULT_NETWORK};
+use switch::model::{Endpoint, Network, DEFAULT_NETWORK};
 use switch::service::DNS_PORT;
 use switch::{PortSpec, Switch};
 
@@ -188,8 +188,9 @@ impl DnsService {
     }
 
     /// Publish the names of every endpoint of the user-defined networks.
-    pub fn set_names(&self, state: &State) {
-        self.resolver.set_names(names(state));
+    /// `remote` are the endpoints on other hosts of the overlay networks.
+    pub fn set_names(&self, state: &State, remote: &[Endpoint]) {
+        self.resolver.set_names(names(state, remote));
     }
 
     /// Write (or rewrite) the resolv.conf of `netns` for the ports it has
@@ -241,14 +242,17 @@ impl DnsService {
 
 /// The name table of `state`: every endpoint of a user-defined network by
 /// its name and aliases, keyed by namespace; internal networks marked.
-pub fn names(state: &State) -> NameTable {
-    let entries = state.endpoints.iter().filter(|e| e.network != DEFAULT_NETWORK).map(|e| NameEntry {
+pub fn names(state: &State, remote: &[Endpoint]) -> NameTable {
+    let local = state.endpoints.iter().filter(|e| e.network != DEFAULT_NETWORK).map(|e| (e, e.netns.clone()));
+    // A remote endpoint is a container of its own here (its namespace is on another host).
+    let remote = remote.iter().map(|e| (e, format!("remote/{}", e.id)));
+    let entries = local.chain(remote).map(|(e, key)| NameEntry {
         network: e.network.clone(),
         name: e.name.clone(),
         aliases: e.aliases.clone(),
         ipv4: e.ipv4,
         ipv6: e.ipv6,
-        key: e.netns.clone(),
+        key,
     });
     let internal = state.networks.iter().filter(|n| n.internal).map(|n| n.name.as_str());
     NameTable::new(entries).with_internal(internal)
@@ -315,7 +319,7 @@ mod tests {
             ],
             rules: vec![],
         };
-        let t = names(&state);
+        let t = names(&state, &[]);
         assert_eq!(t.len(), 2, "endpoints of the default network are left out");
         let both = t.scope("app", "10.2.0.2".parse().unwrap());
         assert!(t.lookup(&both, "both").is_some() && t.lookup(&both, "both-alias").is_some());

@@ -6,6 +6,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
+use std::time::Duration;
+use vswitch::cluster::ClusterConfig;
 use vswitch::daemon::{Daemon, UplinkConfig, UplinkFlags};
 use vswitch::dns::service::DnsConfig;
 use vswitch::server::Server;
@@ -45,6 +47,18 @@ struct Args {
     /// UDP port of overlay networks' VXLAN on the uplink (Linux's vxlan dstport).
     #[arg(long, value_name = "PORT", requires = "uplink")]
     vxlan_port: Option<u16>,
+    /// The cluster store that overlay networks are shared through
+    /// (etcd://HOST:PORT[,HOST:PORT...]); without it, overlay networks use
+    /// static peers (vsctl add-peer).
+    #[arg(long, value_name = "URL", requires = "uplink")]
+    cluster_store: Option<String>,
+    /// This host's address in the cluster, IP[:PORT]: its VTEP, the uplink's
+    /// address (the default). The port of Docker's form is not used.
+    #[arg(long, value_name = "IP[:PORT]", requires = "cluster_store")]
+    cluster_advertise: Option<String>,
+    /// Seconds a host's endpoints outlive it in the cluster store (its lease).
+    #[arg(long, value_name = "SECS", requires = "cluster_store", default_value_t = vswitch::cluster::DEFAULT_TTL.as_secs())]
+    cluster_ttl: u64,
     /// Upstream DNS server for names the embedded DNS does not know
     /// (repeatable; default: the host's resolv.conf less loopback entries).
     #[arg(long = "dns", value_name = "IP")]
@@ -82,6 +96,15 @@ fn run(args: &Args) -> Result<(), String> {
             UplinkConfig::from_flags(ifname, &flags)
         })
         .transpose()?;
+    let cluster = match (&args.cluster_store, &uplink) {
+        (Some(store), Some(uplink)) => Some(ClusterConfig::parse(
+            store,
+            args.cluster_advertise.as_deref(),
+            uplink.ip,
+            Duration::from_secs(args.cluster_ttl),
+        )?),
+        _ => None,
+    };
     let dns_servers = args.dns.iter().map(|ip| parse_dns_server(ip)).collect::<Result<Vec<_>, _>>()?;
     let store = Store::new(&args.state_dir).map_err(|e| e.to_string())?;
     let _lock = lock_state_dir(&args.state_dir)?;
@@ -93,6 +116,9 @@ fn run(args: &Args) -> Result<(), String> {
     let dns = DnsConfig::new(store.dir(), dns_servers);
     let mut daemon =
         Daemon::start_with_dns(store, workers, uplink.as_ref(), dns).map_err(|e| format!("starting: {e}"))?;
+    if let Some(config) = cluster {
+        daemon.join_cluster(config).map_err(|e| format!("joining the cluster store: {e}"))?;
+    }
     log::info!(
         "vswitchd ready: {workers} workers, state in {}, control socket {}",
         args.state_dir.display(),

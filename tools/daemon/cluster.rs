@@ -1,0 +1,237 @@
+//! The daemon's side of the cluster store: joining it, and programming this
+//! host from each new view of it: overlay networks made on other hosts are
+//! installed here and removed with them, and every remote endpoint is given
+//! to the switch (ARP/NDP proxy, pinned MAC) with a tunnel to its VTEP.
+
+use super::Daemon;
+use crate::cluster::{ClaimError, Cluster, ClusterConfig, View};
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+use switch::model::{Endpoint, Network};
+use switch::{ipam, RemoteEndpoint};
+
+/// How long start-up waits for the store's first view before going on with
+/// the saved state.
+const FIRST_VIEW_WAIT: Duration = Duration::from_secs(3);
+
+/// The cluster store as the daemon holds it.
+pub(super) struct ClusterLink {
+    pub store: Cluster,
+    /// The last view applied.
+    pub view: View,
+    /// The store's revision after this daemon's last write: an older view
+    /// does not show that write yet, and is skipped for the one that will.
+    pub written: i64,
+}
+
+impl ClusterLink {
+    /// The endpoints of `network` on other hosts.
+    pub fn remote_endpoints<'a>(&'a self, network: &'a str) -> impl Iterator<Item = &'a Endpoint> + 'a {
+        self.view.remote_endpoints(network, self.store.config().advertise).map(|r| &r.endpoint)
+    }
+
+    /// The other hosts with endpoints on `network`.
+    fn remote_vteps(&self, network: &str) -> BTreeSet<Ipv4Addr> {
+        self.view.remote_endpoints(network, self.store.config().advertise).map(|r| r.host).collect()
+    }
+
+    pub fn note_write(&mut self, revision: i64) {
+        self.written = self.written.max(revision);
+    }
+}
+
+pub(super) fn is_cluster_network(net: &Network) -> bool {
+    net.overlay.as_ref().is_some_and(|o| o.cluster)
+}
+
+impl Daemon {
+    /// Join the cluster store: keep this host's endpoints there and follow
+    /// it. Waits a moment for the first view, so that the first requests
+    /// see the cluster; an unreachable store is retried in the background.
+    pub fn join_cluster(&mut self, config: ClusterConfig) -> std::io::Result<()> {
+        let advertise = config.advertise;
+        let owned = self
+            .state
+            .endpoints
+            .iter()
+            .filter(|e| self.state.network(&e.network).is_some_and(is_cluster_network))
+            .flat_map(|e| crate::cluster::endpoint_records(advertise, e))
+            .collect();
+        log::info!("cluster store {}: this host's VTEP is {advertise}", config.store);
+        let store = Cluster::start(config, owned)?;
+        self.cluster = Some(ClusterLink { store, view: View::default(), written: 0 });
+        let deadline = Instant::now() + FIRST_VIEW_WAIT;
+        while Instant::now() < deadline {
+            if self.tick() {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        log::warn!("cluster store: no answer yet; going on with the saved state");
+        Ok(())
+    }
+
+    /// Apply the store's newest view, if there is one; says whether there was.
+    pub fn tick(&mut self) -> bool {
+        let Some(link) = &self.cluster else { return false };
+        let Some(view) = link.store.take_view() else { return false };
+        if view.revision < link.written {
+            return true; // the view our write makes follows
+        }
+        self.apply_view(view);
+        true
+    }
+
+    fn apply_view(&mut self, view: View) {
+        let mut changed = false;
+        for net in view.networks.values() {
+            match self.state.network(&net.name) {
+                Some(local) if is_cluster_network(local) => {}
+                Some(_) => log::error!("cluster network {} is not installed: a local network has its name", net.name),
+                None => match self.adopt_network(net) {
+                    Ok(()) => changed = true,
+                    Err(e) => log::error!("cluster network {} is not installed: {e}", net.name),
+                },
+            }
+        }
+        let gone: Vec<String> = self
+            .state
+            .networks
+            .iter()
+            .filter(|n| is_cluster_network(n) && !view.networks.contains_key(&n.name))
+            .map(|n| n.name.clone())
+            .collect();
+        for name in gone {
+            if self.state.endpoints_of(&name).next().is_some() {
+                log::error!("network {name} was removed from the cluster but has ports here: kept");
+                continue;
+            }
+            match self.remove_network_here(&name) {
+                Ok(()) => changed = true,
+                Err(e) => log::error!("network {name} was removed from the cluster: {e}"),
+            }
+        }
+        if let Some(link) = &mut self.cluster {
+            link.view = view;
+        }
+        let cluster_networks: Vec<Network> =
+            self.state.networks.iter().filter(|n| is_cluster_network(n)).cloned().collect();
+        for net in &cluster_networks {
+            self.program_remotes(net);
+        }
+        self.refresh_names();
+        if changed {
+            if let Err(e) = self.save() {
+                log::error!("{e}");
+            }
+        }
+    }
+
+    /// Install a network another host made: this host's own index, no
+    /// static peers.
+    fn adopt_network(&mut self, net: &Network) -> Result<(), String> {
+        if let Some(other) = self.state.networks.iter().find(|n| ipam::overlaps(n.subnet, net.subnet)) {
+            return Err(format!("its subnet {} overlaps network {} ({})", net.subnet, other.name, other.subnet));
+        }
+        let mut net = net.clone();
+        net.index = self.next_network_index();
+        if let Some(overlay) = &mut net.overlay {
+            overlay.peers.clear();
+        }
+        self.install_network(net.clone())?;
+        if let Err(e) = self.dns.serve(&self.switch, &net) {
+            log::error!("{e}");
+        }
+        log::info!("added network {} ({}) from the cluster", net.name, net.subnet);
+        Ok(())
+    }
+
+    /// Give the switch the remote endpoints of `net` and a tunnel to each
+    /// of their hosts (and to the static peers), and no other tunnels.
+    fn program_remotes(&self, net: &Network) {
+        let Some(link) = &self.cluster else { return };
+        let remotes: Vec<RemoteEndpoint> = link
+            .view
+            .remote_endpoints(&net.name, link.store.config().advertise)
+            .map(|r| RemoteEndpoint { mac: r.endpoint.mac, ipv4: r.endpoint.ipv4, ipv6: r.endpoint.ipv6, vtep: r.host })
+            .collect();
+        if let Err(e) = self.sync_tunnels(net) {
+            log::error!("overlay network {}: {e}", net.name);
+        }
+        if let Err(e) = self.switch.set_remote_endpoints(net.index, remotes) {
+            log::error!("overlay network {}: {e}", net.name);
+        }
+    }
+
+    /// The VTEPs `net` should have tunnels to: its static peers and the
+    /// hosts of its remote endpoints.
+    pub(super) fn wanted_vteps(&self, net: &Network) -> BTreeSet<Ipv4Addr> {
+        let mut wanted: BTreeSet<Ipv4Addr> = net.overlay.iter().flat_map(|o| o.peers.iter().copied()).collect();
+        if let Some(link) = &self.cluster {
+            wanted.extend(link.remote_vteps(&net.name));
+        }
+        wanted
+    }
+
+    /// Add and remove tunnels until `net` has exactly the wanted ones.
+    pub(super) fn sync_tunnels(&self, net: &Network) -> Result<(), String> {
+        let wanted = self.wanted_vteps(net);
+        let current: BTreeSet<Ipv4Addr> = self.switch.tunnels(net.index).into_iter().collect();
+        for gone in current.difference(&wanted) {
+            self.switch.remove_tunnel(net.index, *gone);
+        }
+        for new in wanted.difference(&current) {
+            self.switch.add_tunnel(net.index, *new)?;
+        }
+        Ok(())
+    }
+}
+
+impl Daemon {
+    /// Plan the endpoint (`plan`) and, on a cluster network, claim its
+    /// addresses and publish it. When another host got there first, plan
+    /// again from the store's endpoints as the refusal gave them: an
+    /// address asked for is then refused as taken, a chosen one chosen anew.
+    pub(super) fn plan_and_claim(
+        &mut self,
+        net: &Network,
+        plan: impl Fn(&Daemon) -> Result<Endpoint, String>,
+    ) -> Result<Endpoint, String> {
+        const ATTEMPTS: usize = 3;
+        for _ in 0..ATTEMPTS {
+            let ep = plan(self)?;
+            let (true, Some(link)) = (is_cluster_network(net), &mut self.cluster) else { return Ok(ep) };
+            match link.store.claim_endpoint(&ep) {
+                Ok(revision) => {
+                    link.note_write(revision);
+                    return Ok(ep);
+                }
+                Err(ClaimError::Taken(current)) => link.view.set_endpoints_of(&net.name, current),
+                Err(ClaimError::Store(e)) => return Err(e),
+            }
+        }
+        Err(format!("the addresses of network {} keep being taken by other hosts: try again", net.name))
+    }
+
+    /// Claim an endpoint this host had (put back after a failed removal).
+    pub(super) fn reclaim(&mut self, net: &Network, ep: &Endpoint) -> Result<(), String> {
+        self.plan_and_claim(net, |_| Ok(ep.clone())).map(|_| ())
+    }
+
+    /// On a cluster network: publish the endpoint's changed record (its aliases).
+    pub(super) fn republish_in_cluster(&mut self, net: &Network, ep: &Endpoint) -> Result<(), String> {
+        let (true, Some(link)) = (is_cluster_network(net), &mut self.cluster) else { return Ok(()) };
+        let revision = link.store.update_endpoint(ep)?;
+        link.note_write(revision);
+        Ok(())
+    }
+
+    /// On a cluster network: withdraw the endpoint and free its addresses.
+    pub(super) fn release_in_cluster(&mut self, net: &Network, ep: &Endpoint) -> Result<(), String> {
+        let (true, Some(link)) = (is_cluster_network(net), &mut self.cluster) else { return Ok(()) };
+        let revision = link.store.release_endpoint(ep)?;
+        link.note_write(revision);
+        Ok(())
+    }
+}
