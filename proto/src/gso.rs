@@ -1,10 +1,11 @@
 //! Software fallbacks for offloaded frames, for outputs that cannot take them
 //! as they are: finishing a partial checksum, and cutting a TCP GSO
 //! super-frame into MSS-sized segments (what the kernel's
-//! skb_checksum_help and TSO segmentation do).
+//! skb_checksum_help and TSO segmentation do); and the way back, joining
+//! consecutive segments of one TCP stream into a super-frame (GRO).
 
 use crate::ethernet::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use crate::offload::{Offload, GSO_ECN, GSO_TCPV4, GSO_TCPV6};
+use crate::offload::{Offload, F_NEEDS_CSUM, GSO_ECN, GSO_TCPV4, GSO_TCPV6};
 use crate::{be16, checksum, ipv4, ipv6, Error};
 
 const TCP_MIN_HEADER: usize = 20;
@@ -129,6 +130,112 @@ pub fn segment_tcp(
         emit(&out[..len]);
     }
     Ok(count)
+}
+
+/// Evenly spaced frames in a buffer, as a UDP GSO train carries them:
+/// frame k starts at `first + k * stride`; all are `len` bytes long but the
+/// last, which is `last_len` (1 to `len`).
+#[derive(Clone, Copy, Debug)]
+pub struct Train {
+    pub first: usize,
+    pub stride: usize,
+    pub count: usize,
+    pub len: usize,
+    pub last_len: usize,
+}
+
+impl Train {
+    /// Where frame `k` lies.
+    pub fn frame(&self, k: usize) -> std::ops::Range<usize> {
+        let start = self.first + k * self.stride;
+        start..start + if k + 1 == self.count { self.last_len } else { self.len }
+    }
+}
+
+/// Join the frames of `train` in `buf`, when they are consecutive segments
+/// of one TCP stream as `segment_tcp` cuts them (same headers but for
+/// lengths, IP ids, sequence numbers, checksums and the last one's PSH/FIN;
+/// equal payloads but the last), into one super-frame at `train.first`
+/// with the offload metadata that asks for it to be cut again: GSO of the
+/// first payload's size, and the TCP checksum left partial (the kernel
+/// takes it so, as from GRO). Returns its length. An error changes nothing
+/// in `buf`: deliver the frames one by one.
+pub fn coalesce_tcp(buf: &mut [u8], train: &Train) -> Result<(usize, Offload), Error> {
+    if train.count < 2 || train.last_len == 0 || train.last_len > train.len || train.len > train.stride {
+        return Err(Error::Malformed("not a train of segments"));
+    }
+    let first = &buf[train.frame(0)];
+    let t = tcp_layout(first)?;
+    let mss = t.end - t.headers_end;
+    if t.end != first.len() || mss == 0 {
+        return Err(Error::Malformed("segment with padding or no payload"));
+    }
+    let first_seq = u32::from_be_bytes(first[t.tcp + 4..t.tcp + 8].try_into().unwrap());
+    let mut total = mss;
+    for k in 1..train.count {
+        let seg = &buf[train.frame(k)];
+        let end = ip_end(seg)?;
+        let payload = end.checked_sub(t.headers_end).filter(|p| *p > 0 && end == seg.len());
+        let payload = payload.ok_or(Error::Malformed("segment length"))?;
+        let last = k + 1 == train.count;
+        if payload > mss || (!last && payload != mss) || !same_stream(first, seg, &t, last) {
+            return Err(Error::Malformed("not the next segment of the stream"));
+        }
+        let seq = u32::from_be_bytes(seg[t.tcp + 4..t.tcp + 8].try_into().unwrap());
+        if seq != first_seq.wrapping_add(total as u32) {
+            return Err(Error::Malformed("segment out of sequence"));
+        }
+        total += payload;
+    }
+    if t.headers_end - t.l3 + total > u16::MAX as usize {
+        return Err(Error::Malformed("super-frame past the IP length"));
+    }
+    let last_flags = buf[train.frame(train.count - 1).start + t.tcp + 13];
+    let mut end = train.first + t.end;
+    for k in 1..train.count {
+        let range = train.frame(k);
+        buf.copy_within(range.start + t.headers_end..range.end, end);
+        end += range.len() - t.headers_end;
+    }
+    let frame = &mut buf[train.first..end];
+    fix_ip_header(frame, &t, be16(frame, t.l3 + 4));
+    let tcp_len = frame.len() - t.tcp;
+    let pseudo = pseudo_header_sum(&frame[t.l3..t.tcp], t.is_v4, tcp_len);
+    frame[t.tcp + 13] |= last_flags & (TCP_FIN | TCP_PSH);
+    frame[t.tcp + 16..t.tcp + 18].copy_from_slice(&(!checksum::finish(pseudo)).to_be_bytes());
+    let offload = Offload {
+        flags: F_NEEDS_CSUM,
+        gso_type: if t.is_v4 { GSO_TCPV4 } else { GSO_TCPV6 },
+        hdr_len: t.headers_end as u16,
+        gso_size: mss as u16,
+        csum_start: t.tcp as u16,
+        csum_offset: 16,
+    };
+    Ok((frame.len(), offload))
+}
+
+/// Whether `seg` has the headers of `first` but for what differs between
+/// segments of one super-frame.
+fn same_stream(first: &[u8], seg: &[u8], t: &TcpFrame, last: bool) -> bool {
+    let same = |range: std::ops::Range<usize>| first[range.clone()] == seg[range];
+    let ip_same = if t.is_v4 {
+        // Version to TOS, fragment field to protocol, addresses, options.
+        same(t.l3..t.l3 + 2) && same(t.l3 + 6..t.l3 + 10) && same(t.l3 + 12..t.tcp)
+    } else {
+        same(t.l3..t.l3 + 4) && same(t.l3 + 6..t.tcp)
+    };
+    let allowed = if last { TCP_FIN | TCP_PSH } else { 0 };
+    let flags_same = (first[t.tcp + 13] & !TCP_CWR) | allowed == (seg[t.tcp + 13] & !TCP_CWR) | allowed;
+    let fragment_free = !t.is_v4 || be16(first, t.l3 + 6) & 0x3fff == 0;
+    same(0..ethernet::HEADER_LEN)
+        && ip_same
+        && fragment_free
+        && same(t.tcp..t.tcp + 4)
+        && same(t.tcp + 8..t.tcp + 13)
+        && flags_same
+        && same(t.tcp + 14..t.tcp + 16)
+        && same(t.tcp + 18..t.headers_end)
+        && first[t.tcp + 13] & (TCP_FIN | TCP_PSH) == 0
 }
 
 fn fix_ip_header(seg: &mut [u8], t: &TcpFrame, id: u16) {
@@ -262,5 +369,56 @@ mod tests {
         assert!(segment_tcp(&f, &o, &mut [0u8; 2000], |_| {}).is_err());
         let o = Offload { gso_type: GSO_TCPV4, gso_size: 0, ..partial() };
         assert!(segment_tcp(&f, &o, &mut [0u8; 2000], |_| {}).is_err());
+    }
+
+    /// `frame` cut by `segment_tcp` and laid out as a UDP GSO train: each
+    /// segment behind an 8-byte gap (where VXLAN's header would be).
+    fn as_train(frame: &[u8], mss: u16) -> (Vec<u8>, Train) {
+        let o = Offload { gso_type: GSO_TCPV4, gso_size: mss, ..partial() };
+        let mut segs = vec![];
+        segment_tcp(frame, &o, &mut vec![0u8; 4000], |s| segs.push(s.to_vec())).unwrap();
+        let stride = 8 + segs[0].len();
+        let mut buf = vec![0xeeu8; stride * segs.len()];
+        for (k, seg) in segs.iter().enumerate() {
+            buf[k * stride + 8..k * stride + 8 + seg.len()].copy_from_slice(seg);
+        }
+        let train =
+            Train { first: 8, stride, count: segs.len(), len: segs[0].len(), last_len: segs.last().unwrap().len() };
+        (buf, train)
+    }
+
+    #[test]
+    fn coalesces_a_train_of_segments_back_into_the_super_frame() {
+        let f = tcp_frame(3000, 0x19); // FIN|PSH|ACK
+        let (mut buf, train) = as_train(&f, 1400);
+        let (len, offload) = coalesce_tcp(&mut buf, &train).unwrap();
+        assert_eq!(&buf[8..8 + len], &f[..], "the super-frame, byte for byte (partial checksum included)");
+        assert!(ipv4::Packet::parse(&buf[8 + 14..8 + len]).unwrap().header_checksum_ok());
+        let expected = Offload { gso_type: GSO_TCPV4, gso_size: 1400, hdr_len: 54, ..partial() };
+        assert_eq!(offload, expected);
+    }
+
+    #[test]
+    fn refuses_segments_that_do_not_follow_each_other() {
+        let f = tcp_frame(3000, 0x10);
+        type Spoil = fn(&mut Vec<u8>, &Train);
+        let cases: [(&str, Spoil); 4] = [
+            ("a gap in sequence", |b, t| b[t.first + t.stride + 14 + 20 + 7] ^= 1),
+            ("another port", |b, t| b[t.first + 2 * t.stride + 14 + 20 + 1] ^= 1),
+            ("another address", |b, t| b[t.first + t.stride + 14 + 19] ^= 1),
+            ("FIN in the middle", |b, t| b[t.first + t.stride + 14 + 20 + 13] |= TCP_FIN),
+        ];
+        for (what, spoil) in cases {
+            let (mut buf, train) = as_train(&f, 1400);
+            spoil(&mut buf, &train);
+            let before = buf.clone();
+            assert!(coalesce_tcp(&mut buf, &train).is_err(), "{what}");
+            assert_eq!(buf, before, "{what}: nothing written");
+        }
+        let (mut buf, train) = as_train(&f, 1400);
+        let one = Train { count: 1, ..train };
+        assert!(coalesce_tcp(&mut buf, &one).is_err(), "one frame is no train");
+        let short = Train { last_len: train.len + 1, ..train };
+        assert!(coalesce_tcp(&mut buf, &short).is_err(), "last frame longer than the others");
     }
 }

@@ -5,7 +5,8 @@
 use std::net::Ipv4Addr;
 
 use crate::ethernet::{self, ETHERTYPE_IPV4, ETHERTYPE_IPV6};
-use crate::{be16, ipv4, ipv6, Error, MacAddr};
+use crate::offload::{self, Offload};
+use crate::{be16, checksum, ipv4, ipv6, Error, MacAddr};
 
 /// The IANA port (Linux's `dstport 4789`).
 pub const UDP_PORT: u16 = 4789;
@@ -48,8 +49,41 @@ pub fn write_outer(out: &mut [u8], o: &Outer, inner_len: usize) {
     udp[2..4].copy_from_slice(&o.dst_port.to_be_bytes());
     udp[4..6].copy_from_slice(&(udp_len as u16).to_be_bytes());
     udp[6..8].fill(0);
-    let vni = o.vni.to_be_bytes();
-    udp[8..16].copy_from_slice(&[FLAG_VNI, 0, 0, 0, vni[1], vni[2], vni[3], 0]);
+    write_vxlan_header(&mut udp[8..16], o.vni);
+}
+
+/// Bytes before the first VXLAN header of a train: outer Ethernet, IPv4, UDP.
+pub const TRAIN_HEADERS: usize = OVERHEAD - HEADER_LEN;
+/// The most datagram payload one train carries (outer IPv4's length limit).
+pub const MAX_TRAIN_PAYLOAD: usize = u16::MAX as usize - ipv4::MIN_HEADER_LEN - UDP_HEADER_LEN;
+
+/// Write the 8-byte VXLAN header for `vni` at the start of `out`.
+pub fn write_vxlan_header(out: &mut [u8], vni: u32) {
+    let vni = vni.to_be_bytes();
+    out[..HEADER_LEN].copy_from_slice(&[FLAG_VNI, 0, 0, 0, vni[1], vni[2], vni[3], 0]);
+}
+
+/// Write the outer headers of a train into `out[..TRAIN_HEADERS]`: a UDP
+/// GSO packet whose `payload_len` bytes (written behind them) are the
+/// payloads of several VXLAN datagrams, each a VXLAN header and an inner
+/// frame, `datagram` bytes each but the last. Returns the offload metadata
+/// with which the kernel (or the NIC) cuts it into those datagrams, each
+/// with its own IPv4 header and UDP checksum: one send for many frames.
+pub fn write_train(out: &mut [u8], o: &Outer, payload_len: usize, datagram: usize) -> Offload {
+    write_outer(out, o, payload_len - HEADER_LEN);
+    let udp_len = (UDP_HEADER_LEN + payload_len) as u32;
+    let addresses = [o.src_ip.octets(), o.dst_ip.octets()].concat();
+    let pseudo = checksum::sum(&addresses, ipv4::PROTO_UDP as u32 + udp_len);
+    let udp = ethernet::HEADER_LEN + ipv4::MIN_HEADER_LEN;
+    out[udp + 6..udp + 8].copy_from_slice(&(!checksum::finish(pseudo)).to_be_bytes());
+    Offload {
+        flags: offload::F_NEEDS_CSUM,
+        gso_type: offload::GSO_UDP_L4,
+        hdr_len: TRAIN_HEADERS as u16,
+        gso_size: datagram as u16,
+        csum_start: udp as u16,
+        csum_offset: 6,
+    }
 }
 
 /// Encapsulate `inner` into `out`; returns the whole frame's length, or

@@ -21,8 +21,8 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 use ports::FrameIo;
-use proto::offload::Offload;
-use proto::{arp, ethernet, vxlan, MacAddr};
+use proto::offload::{Offload, GSO_ECN, GSO_UDP_L4};
+use proto::{arp, ethernet, gso, vxlan, MacAddr};
 
 use crate::fdb::PortId;
 use crate::nat::UplinkContext;
@@ -45,10 +45,17 @@ pub struct TunnelQueue {
     neighbour: Arc<Neighbour>,
     local: LocalVtep,
     uplink: Arc<dyn FrameIo>,
-    /// Where frames are wrapped. Worker w sends on queue w mod queues, so
-    /// the lock is contended only when the uplink has fewer queues than
-    /// there are workers (an AF_PACKET uplink has one).
-    buf: Mutex<Box<[u8]>>,
+    /// Worker w sends on queue w mod queues, so the lock is contended only
+    /// when the uplink has fewer queues than there are workers (an
+    /// AF_PACKET uplink has one).
+    buffers: Mutex<Buffers>,
+}
+
+struct Buffers {
+    /// Where frames are wrapped, and trains laid out.
+    wrap: Box<[u8]>,
+    /// Where a super-frame's segments are cut, one at a time.
+    segment: Box<[u8]>,
 }
 
 impl TunnelQueue {
@@ -59,8 +66,9 @@ impl TunnelQueue {
         local: LocalVtep,
         uplink: Arc<dyn FrameIo>,
     ) -> TunnelQueue {
-        let buf = vec![0u8; vxlan::OVERHEAD + 65536].into_boxed_slice();
-        TunnelQueue { vni, remote, neighbour, local, uplink, buf: Mutex::new(buf) }
+        let buffer = || vec![0u8; vxlan::OVERHEAD + 65536].into_boxed_slice();
+        let buffers = Mutex::new(Buffers { wrap: buffer(), segment: buffer() });
+        TunnelQueue { vni, remote, neighbour, local, uplink, buffers }
     }
 
     /// Ask the underlay for the VTEP's MAC, at most once a second.
@@ -73,6 +81,73 @@ impl TunnelQueue {
         let len = arp::write_frame(buf, arp::OP_REQUEST, us, them, MacAddr::BROADCAST);
         let _ = self.uplink.send(&buf[..len], &Offload::NONE);
     }
+
+    /// A TCP super-frame: cut into segments, each wrapped in VXLAN, the
+    /// datagrams laid out as one UDP GSO train that the uplink sends at
+    /// once (the kernel cuts it; or more trains past 64 KiB). The peer
+    /// receives the train whole where it can and joins it again.
+    fn send_train(
+        &self,
+        buffers: &mut Buffers,
+        outer: &vxlan::Outer,
+        frame: &[u8],
+        offload: &Offload,
+    ) -> io::Result<()> {
+        let Buffers { wrap, segment } = buffers;
+        let mut train = TrainLayout::default();
+        let mut failed = None;
+        gso::segment_tcp(frame, offload, segment, |seg| {
+            let datagram = vxlan::HEADER_LEN + seg.len();
+            if train.payload + datagram > vxlan::MAX_TRAIN_PAYLOAD {
+                if let Err(e) = self.send_laid_out(wrap, outer, &train) {
+                    failed.get_or_insert(e);
+                }
+                train = TrainLayout::default();
+            }
+            let at = vxlan::TRAIN_HEADERS + train.payload;
+            vxlan::write_vxlan_header(&mut wrap[at..], self.vni);
+            wrap[at + vxlan::HEADER_LEN..at + datagram].copy_from_slice(seg);
+            train.add(datagram);
+        })
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        let last = self.send_laid_out(wrap, outer, &train);
+        failed.map_or(last, Err)
+    }
+
+    fn send_laid_out(&self, wrap: &mut [u8], outer: &vxlan::Outer, train: &TrainLayout) -> io::Result<()> {
+        let len = vxlan::TRAIN_HEADERS + train.payload;
+        match train.count {
+            0 => Ok(()),
+            1 => {
+                vxlan::write_outer(wrap, outer, train.payload - vxlan::HEADER_LEN);
+                self.uplink.send(&wrap[..len], &Offload::NONE)
+            }
+            _ => {
+                let offload = vxlan::write_train(wrap, outer, train.payload, train.datagram);
+                self.uplink.send(&wrap[..len], &offload)
+            }
+        }
+    }
+}
+
+/// The datagrams laid out for one train so far.
+#[derive(Default)]
+struct TrainLayout {
+    /// Bytes of datagram payload (VXLAN header and inner frame) laid out.
+    payload: usize,
+    /// The size of each (of the first; only the last may be smaller).
+    datagram: usize,
+    count: usize,
+}
+
+impl TrainLayout {
+    fn add(&mut self, datagram: usize) {
+        if self.count == 0 {
+            self.datagram = datagram;
+        }
+        self.payload += datagram;
+        self.count += 1;
+    }
 }
 
 impl FrameIo for TunnelQueue {
@@ -80,12 +155,13 @@ impl FrameIo for TunnelQueue {
         Err(io::ErrorKind::WouldBlock.into()) // what comes through a tunnel enters by the uplink
     }
 
-    /// Wrap `frame` (always finished: a tunnel takes no offloads) and send it
-    /// to the VTEP; while its MAC is unknown, ask for it and drop the frame.
-    fn send(&self, frame: &[u8], _offload: &Offload) -> io::Result<()> {
-        let mut buf = self.buf.lock();
+    /// Wrap `frame` and send it to the VTEP; while its MAC is unknown, ask
+    /// for it and drop the frame. A partial checksum is finished in the
+    /// wrapped copy; a super-frame goes as a train (`send_train`).
+    fn send(&self, frame: &[u8], offload: &Offload) -> io::Result<()> {
+        let mut buffers = self.buffers.lock();
         let Some(dst_mac) = self.neighbour.mac() else {
-            self.resolve(&mut buf);
+            self.resolve(&mut buffers.wrap);
             return Err(io::Error::new(io::ErrorKind::WouldBlock, format!("VTEP {} not resolved yet", self.remote)));
         };
         let outer = vxlan::Outer {
@@ -97,13 +173,23 @@ impl FrameIo for TunnelQueue {
             src_port: vxlan::source_port(frame),
             dst_port: self.local.udp_port,
         };
-        let len = vxlan::encapsulate(&mut buf, &outer, frame)
+        if offload.is_gso() {
+            return self.send_train(&mut buffers, &outer, frame, offload);
+        }
+        let wrap = &mut buffers.wrap;
+        let len = vxlan::encapsulate(wrap, &outer, frame)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame too big to encapsulate"))?;
-        self.uplink.send(&buf[..len], &Offload::NONE)
+        if offload.needs_csum() {
+            gso::finish_checksum(&mut wrap[vxlan::OVERHEAD..len], offload)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        }
+        self.uplink.send(&wrap[..len], &Offload::NONE)
     }
 
+    /// What the uplink takes: super-frames and partial checksums are then
+    /// handled here (trains, checksums finished in the wrapped copy).
     fn takes_offloads(&self) -> bool {
-        false
+        self.uplink.takes_offloads()
     }
 
     fn poll_fd(&self) -> Option<RawFd> {
@@ -126,7 +212,7 @@ pub(crate) fn decapsulate(ctx: &UplinkContext, frame: &[u8], offload: &Offload) 
         Err(_) => return Some(Verdict::Drop(DropReason::Malformed)),
     };
     let start = d.inner.as_ptr() as usize - frame.as_ptr() as usize;
-    if offload.is_gso() && inner_offload(offload, start).is_plain() {
+    if offload.is_gso() && !is_train(offload) && inner_offload(offload, start).is_plain() {
         // A super-frame whose metadata does not point into the inner frame.
         return Some(Verdict::Drop(DropReason::Malformed));
     }
@@ -139,6 +225,33 @@ pub(crate) fn decapsulate(ctx: &UplinkContext, frame: &[u8], offload: &Offload) 
         neighbour.learn(d.src_mac);
     }
     Some(Verdict::Decapsulated(port, start, d.inner.len()))
+}
+
+/// Whether an uplink frame is a train: VXLAN datagrams that a sender (a
+/// switch's `send_train`) handed over as one UDP GSO packet and that
+/// arrived whole, `gso_size` bytes of datagram payload each.
+pub(crate) fn is_train(offload: &Offload) -> bool {
+    offload.gso_type & !GSO_ECN == GSO_UDP_L4
+}
+
+/// Where the inner frames of a train lie: its first one from `start` (behind
+/// the VXLAN header decapsulation checked) to `end` for the whole train, in
+/// datagrams of `datagram` bytes. None unless every datagram carries that
+/// same VXLAN header (same VNI).
+pub(crate) fn train_frames(frame: &[u8], start: usize, end: usize, datagram: usize) -> Option<gso::Train> {
+    let headers = start - vxlan::HEADER_LEN;
+    if datagram <= vxlan::HEADER_LEN + ethernet::HEADER_LEN || end <= start {
+        return None;
+    }
+    let count = (end - headers).div_ceil(datagram);
+    let last = end - headers - (count - 1) * datagram;
+    let first_header = &frame[headers..start];
+    let same_header = |k: usize| frame[headers + k * datagram..][..vxlan::HEADER_LEN] == *first_header;
+    if last <= vxlan::HEADER_LEN || !(1..count).all(same_header) {
+        return None;
+    }
+    let len = datagram - vxlan::HEADER_LEN;
+    Some(gso::Train { first: start, stride: datagram, count, len, last_len: last - vxlan::HEADER_LEN })
 }
 
 /// The offload metadata of a decapsulated frame starting at `start` of

@@ -12,6 +12,7 @@
 use crate::datapath::{Domain, Port, Shared, Snapshot};
 use crate::fdb::PortId;
 use crate::nat::{self, UplinkContext};
+use crate::overlay;
 use crate::pipeline::{self, Context, Verdict};
 use crate::service;
 use crate::stats::DropReason;
@@ -109,8 +110,12 @@ impl Engine {
             for i in 0..n {
                 let frame = &mut frames[i][..lens[i]];
                 match nat::from_uplink(&ctx, frame, &offloads[i], scratch) {
+                    Verdict::Decapsulated(tunnel, start, len) if overlay::is_train(&offloads[i]) => {
+                        let datagram = offloads[i].gso_size as usize;
+                        out.through_tunnel_train(snap, (tunnel, now), frame, (start, start + len, datagram), scratch);
+                    }
                     Verdict::Decapsulated(tunnel, start, len) => {
-                        let offload = crate::overlay::inner_offload(&offloads[i], start);
+                        let offload = overlay::inner_offload(&offloads[i], start);
                         let inner = &mut frame[start..start + len];
                         out.through_tunnel(snap, (tunnel, now), inner, offload, scratch);
                     }
@@ -230,6 +235,31 @@ impl<'a> Output<'a> {
         let uplink = std::mem::replace(&mut self.from, port);
         self.apply(snap, Some(net), frame, &mut offload, scratch, verdict);
         self.from = uplink;
+    }
+
+    /// A train of VXLAN datagrams that came in whole: its inner frames
+    /// joined into one super-frame when they are segments of one TCP
+    /// stream (as a switch's `send_train` cut them), so the container's
+    /// TAP takes them in one write; else one by one.
+    fn through_tunnel_train(
+        &mut self,
+        snap: &'a Snapshot,
+        tunnel: (PortId, u32),
+        frame: &mut [u8],
+        (start, end, datagram): (usize, usize, usize),
+        scratch: &mut [u8],
+    ) {
+        let Some(train) = overlay::train_frames(frame, start, end, datagram) else {
+            return drop_frame(self.shared, self.worker, self.from, DropReason::Malformed);
+        };
+        match gso::coalesce_tcp(frame, &train) {
+            Ok((len, offload)) => self.through_tunnel(snap, tunnel, &mut frame[start..start + len], offload, scratch),
+            Err(_) => {
+                for k in 0..train.count {
+                    self.through_tunnel(snap, tunnel, &mut frame[train.frame(k)], Offload::NONE, scratch);
+                }
+            }
+        }
     }
 
     #[inline]

@@ -4,6 +4,7 @@
 
 use ports::mem::MemPort;
 use proto::ethernet::{self, ETHERTYPE_IPV4};
+use proto::offload::{self, Offload};
 use proto::{arp, ipv4, vxlan, MacAddr};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -22,9 +23,18 @@ struct Host {
 }
 
 fn host(n: u8, peer: u8) -> Host {
+    host_with(n, peer, MemPort::new)
+}
+
+/// A host whose uplink and container take offloads (as AF_PACKET and TAPs do).
+fn offloading_host(n: u8, peer: u8) -> Host {
+    host_with(n, peer, MemPort::with_offloads)
+}
+
+fn host_with(n: u8, peer: u8, port: fn(usize) -> MemPort) -> Host {
     let sw = Switch::start(0).unwrap();
     sw.add_network(NetworkSpec::bridge(1, "ov", "10.130.0.0/24".parse().unwrap(), GATEWAY)).unwrap();
-    let uplink = Arc::new(MemPort::new(1024));
+    let uplink = Arc::new(port(1024));
     let vtep = Ipv4Addr::new(192, 0, 2, n);
     sw.set_uplink(UplinkSpec {
         name: "up".into(),
@@ -38,7 +48,7 @@ fn host(n: u8, peer: u8) -> Host {
     .unwrap();
     sw.set_overlay(1, VNI, vxlan::UDP_PORT).unwrap();
     sw.add_tunnel(1, Ipv4Addr::new(192, 0, 2, peer)).unwrap();
-    let container = Arc::new(MemPort::new(1024));
+    let container = Arc::new(port(1024));
     let ip = Ipv4Addr::new(10, 130, 0, 1 + n);
     let mac = MacAddr::from_ipv4(ip);
     let spec =
@@ -273,4 +283,64 @@ fn remote_endpoints_are_answered_for_and_pinned_to_their_tunnel() {
     a.sw.poll_all();
     assert!(a.container.take_all().is_empty(), "answered for a forgotten endpoint");
     assert!(a.sw.set_remote_endpoints(9, Vec::new()).is_err(), "no such network");
+}
+
+/// A TCP super-frame from `from` to `to`: `payload` bytes in segments of `mss`.
+fn tcp_super_frame(from: &Host, to: &Host, payload: usize, mss: u16) -> (Vec<u8>, Offload) {
+    let mut f = vec![0u8; 14 + 20 + 20 + payload];
+    ethernet::write_header(&mut f, to.mac, from.mac, ETHERTYPE_IPV4);
+    let h = ipv4::Header { src: from.ip, dst: to.ip, protocol: ipv4::PROTO_TCP, ttl: 64, payload_len: 20 + payload };
+    ipv4::write_header(&mut f[14..], &h);
+    f[34..36].copy_from_slice(&40000u16.to_be_bytes());
+    f[36..38].copy_from_slice(&80u16.to_be_bytes());
+    f[38..42].copy_from_slice(&7u32.to_be_bytes());
+    f[46] = 5 << 4;
+    f[47] = 0x18; // PSH|ACK
+    for (i, b) in f[54..].iter_mut().enumerate() {
+        *b = (i % 251) as u8;
+    }
+    let offload = Offload {
+        flags: offload::F_NEEDS_CSUM,
+        gso_type: offload::GSO_TCPV4,
+        hdr_len: 54,
+        gso_size: mss,
+        csum_start: 34,
+        csum_offset: 16,
+    };
+    (f, offload)
+}
+
+/// A TCP super-frame crosses the underlay as one UDP GSO train of VXLAN
+/// datagrams (one send), and the other switch joins the train into one
+/// super-frame again (one write to the container).
+#[test]
+fn a_tcp_super_frame_crosses_as_one_train_and_arrives_whole() {
+    let (a, b) = (offloading_host(1, 2), offloading_host(2, 1));
+    a.container.inject(udp(&a, &b)); // resolves B's VTEP MAC
+    underlay(&a, &b);
+    b.container.take_all();
+    let (frame, offload) = tcp_super_frame(&a, &b, 20_000, 1000);
+    a.container.inject_offloaded(frame.clone(), offload);
+    a.sw.poll_all();
+    let (train, train_offload) = a.uplink.take_offloaded().expect("the train");
+    assert!(a.uplink.take().is_none(), "one send for the whole super-frame");
+    assert_eq!((train_offload.gso_type, train_offload.gso_size as usize), (offload::GSO_UDP_L4, 8 + 54 + 1000));
+    assert_eq!(train.len(), vxlan::TRAIN_HEADERS + 20 * (8 + 54 + 1000));
+
+    b.uplink.inject_offloaded(train.clone(), train_offload);
+    b.sw.poll_all();
+    let (joined, joined_offload) = b.container.take_offloaded().expect("the super-frame");
+    assert!(b.container.take().is_none(), "one write to the container");
+    assert_eq!((joined_offload.gso_type, joined_offload.gso_size), (offload::GSO_TCPV4, 1000));
+    assert_eq!(joined.len(), frame.len());
+    assert_eq!(&joined[54..], &frame[54..], "the payload, in order");
+
+    // A train whose datagrams carry another VNI midway is refused whole.
+    let mut forged = train;
+    let second_vni = vxlan::TRAIN_HEADERS + (8 + 54 + 1000) + 4;
+    forged[second_vni] ^= 1;
+    b.uplink.inject_offloaded(forged, train_offload);
+    b.sw.poll_all();
+    assert!(b.container.take().is_none());
+    assert_eq!(b.sw.report().drops.malformed, 1);
 }
