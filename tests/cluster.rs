@@ -10,6 +10,7 @@ mod common;
 
 use common::cluster::{Etcd, Underlay};
 use common::dns::{a_records, ask};
+use common::ipv6;
 use common::*;
 use hickory_proto::rr::RecordType;
 use std::net::Ipv4Addr;
@@ -52,6 +53,21 @@ fn peers(d: &Daemon, net: &str) -> Vec<String> {
     inspect[0]["Peers"].as_array().unwrap().iter().map(|p| p["IP"].as_str().unwrap().to_string()).collect()
 }
 
+/// Captures of what every host sends into the underlay (a capture sees
+/// what comes in on its interface: here, from the host at its other end).
+fn capture_hosts(underlay: &Underlay) -> Vec<PacketSocket> {
+    (0..underlay.hosts.len()).map(|i| PacketSocket::open(&underlay.ns.0, &format!("h{i}"))).collect()
+}
+
+/// The inner frames of the VXLAN datagrams the captures have seen, or see
+/// within 300 ms.
+fn vxlan_inner_frames(captures: &[PacketSocket]) -> Vec<Vec<u8>> {
+    let inner =
+        |f: &[u8]| proto::vxlan::decapsulate(f, proto::vxlan::UDP_PORT).ok().flatten().map(|d| d.inner.to_vec());
+    let frames = captures.iter().flat_map(|c| c.collect(Duration::from_millis(300)));
+    frames.filter_map(|f| inner(&f)).collect()
+}
+
 fn fdb_has(d: &Daemon, net: &str, mac: &str) -> bool {
     d.vsctl_ok(&["fdb-show", net]).contains(mac)
 }
@@ -85,14 +101,10 @@ fn an_overlay_network_made_once_serves_containers_on_every_host() {
     // are pinned, and ARP never crosses the underlay.
     assert!(wait_for(SETTLE, || fdb_has(&d[0], "ov", &c1.mac) && fdb_has(&d[0], "ov", &c2.mac)));
     assert!(wait_for(SETTLE, || fdb_has(&d[1], "ov", &c0.mac)));
-    let capture = PacketSocket::open(&underlay.ns.0, "h1");
+    let captures = capture_hosts(&underlay);
     assert!(ping(&c0.netns, c1.ip, PING), "host 0's container cannot ping host 1's");
     assert!(ping(&c2.netns, c0.ip, PING), "host 2's container cannot ping host 0's");
-    let inner: Vec<Vec<u8>> = capture
-        .collect(Duration::from_millis(300))
-        .iter()
-        .filter_map(|f| proto::vxlan::decapsulate(f, proto::vxlan::UDP_PORT).ok().flatten().map(|d| d.inner.to_vec()))
-        .collect();
+    let inner = vxlan_inner_frames(&captures);
     assert!(!inner.is_empty(), "the capture saw no VXLAN at all");
     let arp = inner.iter().filter(|f| f.len() > 14 && f[12..14] == [0x08, 0x06]).count();
     assert_eq!(arp, 0, "ARP crossed the underlay inside VXLAN");
@@ -129,13 +141,21 @@ fn an_overlay_network_made_once_serves_containers_on_every_host() {
 
 #[test]
 fn forwarding_survives_a_store_outage_and_dead_hosts_expire() {
-    let (_underlay, mut etcd, mut d) = cluster(11, 2);
-    d[0].add_net("ov", "10.152.0.0/24", &["--driver", "overlay", "--vni", "77"]);
+    let (underlay, mut etcd, mut d) = cluster(11, 2);
+    let v6 = ["--driver", "overlay", "--vni", "77", "--ipv6", "--subnet6", "fd00:152::/64"];
+    d[0].add_net("ov", "10.152.0.0/24", &v6);
     assert!(wait_for(SETTLE, || has_network(&d[1], "ov")));
     let c0 = d[0].new_port("ov");
     let c1 = d[1].new_port("ov");
     assert!(wait_for(SETTLE, || fdb_has(&d[0], "ov", &c1.mac)));
     assert!(ping(&c0.netns, c1.ip, PING));
+    // Dual stack across hosts: the NDP proxy answers for the remote endpoint too.
+    let (c1_v6, _) = ipv6::endpoint_ipv6(&c1).expect("host 1's container has IPv6");
+    let captures = capture_hosts(&underlay);
+    ipv6::ping6(&c0.netns, &c0.interface, c1_v6, PING).unwrap_or_else(|e| panic!("IPv6 across the overlay: {e}"));
+    let inner = vxlan_inner_frames(&captures);
+    assert!(!inner.is_empty(), "the capture saw no VXLAN at all");
+    assert_eq!(ipv6::solicitations_for(&inner, c1_v6), 0, "a neighbour solicitation crossed the underlay");
 
     // The store goes away: what is known keeps forwarding; changes that
     // need the store are refused and change nothing.
