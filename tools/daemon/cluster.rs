@@ -199,6 +199,13 @@ impl Daemon {
         plan: impl Fn(&Daemon) -> Result<Endpoint, String>,
     ) -> Result<Endpoint, String> {
         const ATTEMPTS: usize = 3;
+        if is_cluster_network(net) && self.cluster.is_none() {
+            return Err(format!(
+                "network {} is a cluster network: its addresses are handed out through the cluster store \
+                 (start vswitchd with --cluster-store)",
+                net.name
+            ));
+        }
         for _ in 0..ATTEMPTS {
             let ep = plan(self)?;
             let (true, Some(link)) = (is_cluster_network(net), &mut self.cluster) else { return Ok(ep) };
@@ -216,6 +223,9 @@ impl Daemon {
 
     /// Claim an endpoint this host had (put back after a failed removal).
     pub(super) fn reclaim(&mut self, net: &Network, ep: &Endpoint) -> Result<(), String> {
+        if self.cluster.is_none() {
+            return Ok(()); // nothing was released
+        }
         self.plan_and_claim(net, |_| Ok(ep.clone())).map(|_| ())
     }
 
