@@ -57,6 +57,7 @@ pub fn finish_checksum(frame: &mut [u8], offload: &Offload) -> Result<(), Error>
 }
 
 /// Layout of the headers of a TCP frame.
+#[derive(Clone, Copy)]
 struct TcpFrame {
     l3: usize,
     ip_header_len: usize,
@@ -104,32 +105,126 @@ pub fn segment_tcp(
     out: &mut [u8],
     mut emit: impl FnMut(&[u8]),
 ) -> Result<usize, Error> {
-    let kind = offload.gso_type & !GSO_ECN;
-    if kind != GSO_TCPV4 && kind != GSO_TCPV6 {
-        return Err(Error::Malformed("GSO type other than TCP"));
-    }
-    let mss = offload.gso_size as usize;
-    if mss == 0 {
-        return Err(Error::Malformed("GSO size 0"));
-    }
-    let t = tcp_layout(frame)?;
-    let payload = &frame[t.headers_end..t.end];
-    if out.len() < t.headers_end + mss.min(payload.len()) {
+    let segments = Segments::new(frame, offload)?;
+    if out.len() < segments.len(0) {
         return Err(Error::Malformed("segment larger than the segment buffer"));
     }
-    let first_seq = u32::from_be_bytes(frame[t.tcp + 4..t.tcp + 8].try_into().unwrap());
-    let first_id = be16(frame, t.l3 + 4);
-    let count = payload.len().div_ceil(mss).max(1);
-    for i in 0..count {
-        let chunk = &payload[(i * mss).min(payload.len())..((i + 1) * mss).min(payload.len())];
-        let len = t.headers_end + chunk.len();
-        out[..t.headers_end].copy_from_slice(&frame[..t.headers_end]);
-        out[t.headers_end..len].copy_from_slice(chunk);
-        fix_ip_header(&mut out[..len], &t, first_id.wrapping_add(i as u16));
-        fix_tcp_header(&mut out[..len], &t, first_seq.wrapping_add((i * mss) as u32), i == 0, i + 1 == count);
+    for k in 0..segments.count() {
+        let len = segments.write(k, out);
         emit(&out[..len]);
     }
-    Ok(count)
+    Ok(segments.count())
+}
+
+/// A TCP GSO super-frame to be cut into segments of at most `gso_size`
+/// payload bytes, each written where the caller wants it (`write`), with
+/// finished IP and TCP checksums. The headers' sums are taken once; per
+/// segment only the payload is summed, as it is copied.
+pub struct Segments<'a> {
+    frame: &'a [u8],
+    t: TcpFrame,
+    mss: usize,
+    count: usize,
+    first_seq: u32,
+    first_id: u16,
+    /// Sum of the IPv4 header with its length, id and checksum taken out.
+    ip_base: u32,
+    /// Sum of the addresses (the pseudo-header's) and of the TCP header
+    /// with its sequence number, offset/flags word and checksum taken out.
+    tcp_base: u32,
+}
+
+impl<'a> Segments<'a> {
+    pub fn new(frame: &'a [u8], offload: &Offload) -> Result<Segments<'a>, Error> {
+        let kind = offload.gso_type & !GSO_ECN;
+        if kind != GSO_TCPV4 && kind != GSO_TCPV6 {
+            return Err(Error::Malformed("GSO type other than TCP"));
+        }
+        let mss = offload.gso_size as usize;
+        if mss == 0 {
+            return Err(Error::Malformed("GSO size 0"));
+        }
+        let t = tcp_layout(frame)?;
+        let count = (t.end - t.headers_end).div_ceil(mss).max(1);
+        let ip = &frame[t.l3..t.tcp];
+        let ip_base = if t.is_v4 { sum_without(ip, &[2..6, 10..12]) } else { 0 };
+        let addresses = if t.is_v4 { &ip[12..20] } else { &ip[8..40] };
+        let tcp_base = sum_without(&frame[t.tcp..t.headers_end], &[4..8, 12..14, 16..18]);
+        Ok(Segments {
+            frame,
+            t,
+            mss,
+            count,
+            first_seq: u32::from_be_bytes(frame[t.tcp + 4..t.tcp + 8].try_into().unwrap()),
+            first_id: be16(frame, t.l3 + 4),
+            ip_base,
+            tcp_base: checksum::sum(addresses, tcp_base),
+        })
+    }
+
+    pub fn count(&self) -> usize {
+        self.count
+    }
+
+    /// The length of segment `k`.
+    pub fn len(&self, k: usize) -> usize {
+        self.t.headers_end + self.payload(k).len()
+    }
+
+    fn payload(&self, k: usize) -> &'a [u8] {
+        let payload = &self.frame[self.t.headers_end..self.t.end];
+        &payload[(k * self.mss).min(payload.len())..((k + 1) * self.mss).min(payload.len())]
+    }
+
+    /// Write segment `k` at the start of `out` (`len(k)` bytes at least);
+    /// returns its length.
+    pub fn write(&self, k: usize, out: &mut [u8]) -> usize {
+        let (t, chunk) = (&self.t, self.payload(k));
+        let len = t.headers_end + chunk.len();
+        let out = &mut out[..len];
+        out[..t.headers_end].copy_from_slice(&self.frame[..t.headers_end]);
+        out[t.headers_end..].copy_from_slice(chunk);
+        let l3_len = len - t.l3;
+        if t.is_v4 {
+            let id = self.first_id.wrapping_add(k as u16);
+            let sum = checksum::finish(self.ip_base + l3_len as u32 + id as u32);
+            let ip = &mut out[t.l3..];
+            ip[2..4].copy_from_slice(&(l3_len as u16).to_be_bytes());
+            ip[4..6].copy_from_slice(&id.to_be_bytes());
+            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+        } else {
+            out[t.l3 + 4..t.l3 + 6].copy_from_slice(&((l3_len - ipv6::HEADER_LEN) as u16).to_be_bytes());
+        }
+        let seq = self.first_seq.wrapping_add((k * self.mss) as u32);
+        let mut flags = self.frame[t.tcp + 13];
+        if k + 1 != self.count {
+            flags &= !(TCP_FIN | TCP_PSH);
+        }
+        if k != 0 {
+            flags &= !TCP_CWR;
+        }
+        let tcp_len = (len - t.tcp) as u32;
+        let offset_and_flags = u16::from_be_bytes([self.frame[t.tcp + 12], flags]) as u32;
+        let words = (seq >> 16) + (seq & 0xffff) + offset_and_flags + ipv4::PROTO_TCP as u32 + tcp_len;
+        let sum = checksum::finish(checksum::sum(chunk, self.tcp_base + words));
+        let tcp = &mut out[t.tcp..];
+        tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+        tcp[13] = flags;
+        tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+        len
+    }
+}
+
+/// The one's-complement sum of `header` with the byte ranges `without`
+/// (even-aligned, within its first 60 bytes) counted as zero.
+fn sum_without(header: &[u8], without: &[std::ops::Range<usize>]) -> u32 {
+    let mut copy = [0u8; 60];
+    let copy = &mut copy[..header.len()];
+    copy.copy_from_slice(header);
+    for range in without {
+        copy[range.clone()].fill(0);
+    }
+    checksum::sum(copy, 0)
 }
 
 /// Evenly spaced frames in a buffer, as a UDP GSO train carries them:
@@ -252,22 +347,6 @@ fn fix_ip_header(seg: &mut [u8], t: &TcpFrame, id: u16) {
     }
 }
 
-fn fix_tcp_header(seg: &mut [u8], t: &TcpFrame, seq: u32, first: bool, last: bool) {
-    let tcp_len = seg.len() - t.tcp;
-    let pseudo = pseudo_header_sum(&seg[t.l3..t.tcp], t.is_v4, tcp_len);
-    let tcp = &mut seg[t.tcp..];
-    tcp[4..8].copy_from_slice(&seq.to_be_bytes());
-    if !last {
-        tcp[13] &= !(TCP_FIN | TCP_PSH);
-    }
-    if !first {
-        tcp[13] &= !TCP_CWR;
-    }
-    tcp[16..18].fill(0);
-    let sum = checksum::finish(checksum::sum(tcp, pseudo));
-    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
-}
-
 /// Sum of the TCP pseudo-header for the addresses in `ip_header`.
 fn pseudo_header_sum(ip_header: &[u8], is_v4: bool, l4_len: usize) -> u32 {
     let addresses = if is_v4 { &ip_header[12..20] } else { &ip_header[8..40] };
@@ -360,6 +439,44 @@ mod tests {
         }
         assert_eq!(payload, f[54..].to_vec());
         assert_eq!(segs[2].len(), 54 + 200);
+    }
+
+    #[test]
+    fn segments_a_tcp_ipv6_super_frame_with_options_and_an_odd_mss() {
+        let payload_len = 2500;
+        let mut f = vec![0u8; 14 + 40 + 32 + payload_len];
+        ethernet::write_header(&mut f, MacAddr([2, 0, 0, 0, 0, 2]), MacAddr([2, 0, 0, 0, 0, 1]), ETHERTYPE_IPV6);
+        let h = ipv6::Header {
+            src: "fd00::1".parse().unwrap(),
+            dst: "fd00::2".parse().unwrap(),
+            next_header: ipv4::PROTO_TCP,
+            hop_limit: 64,
+            payload_len: 32 + payload_len,
+        };
+        ipv6::write_header(&mut f[14..], &h);
+        let tcp = &mut f[54..];
+        tcp[0..2].copy_from_slice(&1234u16.to_be_bytes());
+        tcp[4..8].copy_from_slice(&u32::MAX.to_be_bytes()); // the sequence wraps
+        tcp[12] = 8 << 4;
+        tcp[13] = 0x18;
+        tcp[20..32].copy_from_slice(&[1, 1, 8, 10, 0, 0, 0, 7, 0, 0, 0, 9]); // NOP NOP timestamps
+        for (i, b) in tcp[32..].iter_mut().enumerate() {
+            *b = (i * 7) as u8;
+        }
+        let o = Offload { gso_type: GSO_TCPV6, gso_size: 999, csum_start: 54, ..partial() };
+        let mut segs = vec![];
+        assert_eq!(segment_tcp(&f, &o, &mut vec![0u8; 2000], |s| segs.push(s.to_vec())).unwrap(), 3);
+        let mut payload = vec![];
+        for (i, s) in segs.iter().enumerate() {
+            let ip = ipv6::Packet::parse(&s[14..]).unwrap();
+            let tcp = ip.payload();
+            let pseudo = pseudo_header_sum(&s[14..54], false, tcp.len());
+            assert_eq!(checksum::finish(checksum::sum(tcp, pseudo)), 0, "segment {i}'s TCP checksum");
+            assert_eq!(u32::from_be_bytes(tcp[4..8].try_into().unwrap()), u32::MAX.wrapping_add(999 * i as u32));
+            assert_eq!(&tcp[20..32], &f[74..86], "options kept");
+            payload.extend_from_slice(&tcp[32..]);
+        }
+        assert_eq!(payload, f[86..].to_vec());
     }
 
     #[test]

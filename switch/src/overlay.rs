@@ -45,17 +45,10 @@ pub struct TunnelQueue {
     neighbour: Arc<Neighbour>,
     local: LocalVtep,
     uplink: Arc<dyn FrameIo>,
-    /// Worker w sends on queue w mod queues, so the lock is contended only
-    /// when the uplink has fewer queues than there are workers (an
-    /// AF_PACKET uplink has one).
-    buffers: Mutex<Buffers>,
-}
-
-struct Buffers {
-    /// Where frames are wrapped, and trains laid out.
-    wrap: Box<[u8]>,
-    /// Where a super-frame's segments are cut, one at a time.
-    segment: Box<[u8]>,
+    /// Where frames are wrapped and trains laid out. Worker w sends on
+    /// queue w mod queues, so the lock is contended only when the uplink
+    /// has fewer queues than there are workers (an AF_PACKET uplink has one).
+    wrap: Mutex<Box<[u8]>>,
 }
 
 impl TunnelQueue {
@@ -66,9 +59,8 @@ impl TunnelQueue {
         local: LocalVtep,
         uplink: Arc<dyn FrameIo>,
     ) -> TunnelQueue {
-        let buffer = || vec![0u8; vxlan::OVERHEAD + 65536].into_boxed_slice();
-        let buffers = Mutex::new(Buffers { wrap: buffer(), segment: buffer() });
-        TunnelQueue { vni, remote, neighbour, local, uplink, buffers }
+        let wrap = Mutex::new(vec![0u8; vxlan::OVERHEAD + 65536].into_boxed_slice());
+        TunnelQueue { vni, remote, neighbour, local, uplink, wrap }
     }
 
     /// Ask the underlay for the VTEP's MAC, at most once a second.
@@ -86,18 +78,16 @@ impl TunnelQueue {
     /// datagrams laid out as one UDP GSO train that the uplink sends at
     /// once (the kernel cuts it; or more trains past 64 KiB). The peer
     /// receives the train whole where it can and joins it again.
-    fn send_train(
-        &self,
-        buffers: &mut Buffers,
-        outer: &vxlan::Outer,
-        frame: &[u8],
-        offload: &Offload,
-    ) -> io::Result<()> {
-        let Buffers { wrap, segment } = buffers;
+    fn send_train(&self, wrap: &mut [u8], outer: &vxlan::Outer, frame: &[u8], offload: &Offload) -> io::Result<()> {
+        let segments = gso::Segments::new(frame, offload)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         let mut train = TrainLayout::default();
         let mut failed = None;
-        gso::segment_tcp(frame, offload, segment, |seg| {
-            let datagram = vxlan::HEADER_LEN + seg.len();
+        for k in 0..segments.count() {
+            let datagram = vxlan::HEADER_LEN + segments.len(k);
+            if datagram > vxlan::MAX_TRAIN_PAYLOAD {
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, "segment too big to encapsulate"));
+            }
             if train.payload + datagram > vxlan::MAX_TRAIN_PAYLOAD {
                 if let Err(e) = self.send_laid_out(wrap, outer, &train) {
                     failed.get_or_insert(e);
@@ -106,10 +96,9 @@ impl TunnelQueue {
             }
             let at = vxlan::TRAIN_HEADERS + train.payload;
             vxlan::write_vxlan_header(&mut wrap[at..], self.vni);
-            wrap[at + vxlan::HEADER_LEN..at + datagram].copy_from_slice(seg);
+            segments.write(k, &mut wrap[at + vxlan::HEADER_LEN..]);
             train.add(datagram);
-        })
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        }
         let last = self.send_laid_out(wrap, outer, &train);
         failed.map_or(last, Err)
     }
@@ -159,9 +148,9 @@ impl FrameIo for TunnelQueue {
     /// for it and drop the frame. A partial checksum is finished in the
     /// wrapped copy; a super-frame goes as a train (`send_train`).
     fn send(&self, frame: &[u8], offload: &Offload) -> io::Result<()> {
-        let mut buffers = self.buffers.lock();
+        let mut wrap = self.wrap.lock();
         let Some(dst_mac) = self.neighbour.mac() else {
-            self.resolve(&mut buffers.wrap);
+            self.resolve(&mut wrap);
             return Err(io::Error::new(io::ErrorKind::WouldBlock, format!("VTEP {} not resolved yet", self.remote)));
         };
         let outer = vxlan::Outer {
@@ -174,10 +163,9 @@ impl FrameIo for TunnelQueue {
             dst_port: self.local.udp_port,
         };
         if offload.is_gso() {
-            return self.send_train(&mut buffers, &outer, frame, offload);
+            return self.send_train(&mut wrap, &outer, frame, offload);
         }
-        let wrap = &mut buffers.wrap;
-        let len = vxlan::encapsulate(wrap, &outer, frame)
+        let len = vxlan::encapsulate(&mut wrap, &outer, frame)
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "frame too big to encapsulate"))?;
         if offload.needs_csum() {
             gso::finish_checksum(&mut wrap[vxlan::OVERHEAD..len], offload)

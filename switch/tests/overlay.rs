@@ -335,6 +335,14 @@ fn a_tcp_super_frame_crosses_as_one_train_and_arrives_whole() {
     assert_eq!(joined.len(), frame.len());
     assert_eq!(&joined[54..], &frame[54..], "the payload, in order");
 
+    // A segment too big for one VXLAN datagram is refused, not sent.
+    let (huge, huge_offload) = tcp_super_frame(&a, &b, 65_460, 65_460);
+    let tx_errors = a.sw.report().drops.tx_error;
+    a.container.inject_offloaded(huge, huge_offload);
+    a.sw.poll_all();
+    assert!(a.uplink.take().is_none(), "sent a datagram past IPv4's length");
+    assert_eq!(a.sw.report().drops.tx_error, tx_errors + 1);
+
     // A train whose datagrams carry another VNI midway is refused whole.
     let mut forged = train;
     let second_vni = vxlan::TRAIN_HEADERS + (8 + 54 + 1000) + 4;
