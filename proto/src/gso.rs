@@ -266,6 +266,9 @@ pub fn coalesce_tcp(buf: &mut [u8], train: &Train) -> Result<(usize, Offload), E
         return Err(Error::Malformed("segment with padding or no payload"));
     }
     let first_seq = u32::from_be_bytes(first[t.tcp + 4..t.tcp + 8].try_into().unwrap());
+    if !tcp_checksum_ok(first, &t) {
+        return Err(Error::Malformed("TCP checksum"));
+    }
     let mut total = mss;
     for k in 1..train.count {
         let seg = &buf[train.frame(k)];
@@ -275,6 +278,11 @@ pub fn coalesce_tcp(buf: &mut [u8], train: &Train) -> Result<(usize, Offload), E
         let last = k + 1 == train.count;
         if payload > mss || (!last && payload != mss) || !same_stream(first, seg, &t, last) {
             return Err(Error::Malformed("not the next segment of the stream"));
+        }
+        // Checked here, as the kernel's GRO does: the joined frame goes on
+        // with its checksum left partial, which receivers take as checked.
+        if !tcp_checksum_ok(seg, &t) {
+            return Err(Error::Malformed("TCP checksum"));
         }
         let seq = u32::from_be_bytes(seg[t.tcp + 4..t.tcp + 8].try_into().unwrap());
         if seq != first_seq.wrapping_add(total as u32) {
@@ -298,9 +306,10 @@ pub fn coalesce_tcp(buf: &mut [u8], train: &Train) -> Result<(usize, Offload), E
     let pseudo = pseudo_header_sum(&frame[t.l3..t.tcp], t.is_v4, tcp_len);
     frame[t.tcp + 13] |= last_flags & (TCP_FIN | TCP_PSH);
     frame[t.tcp + 16..t.tcp + 18].copy_from_slice(&(!checksum::finish(pseudo)).to_be_bytes());
+    let ecn = if frame[t.tcp + 13] & TCP_CWR != 0 { GSO_ECN } else { 0 };
     let offload = Offload {
         flags: F_NEEDS_CSUM,
-        gso_type: if t.is_v4 { GSO_TCPV4 } else { GSO_TCPV6 },
+        gso_type: if t.is_v4 { GSO_TCPV4 } else { GSO_TCPV6 } | ecn,
         hdr_len: t.headers_end as u16,
         gso_size: mss as u16,
         csum_start: t.tcp as u16,
@@ -319,8 +328,10 @@ fn same_stream(first: &[u8], seg: &[u8], t: &TcpFrame, last: bool) -> bool {
     } else {
         same(t.l3..t.l3 + 4) && same(t.l3 + 6..t.tcp)
     };
+    // PSH and FIN may end the stream's last segment; CWR starts a new one
+    // (only the first segment may have it, as the kernel's GRO has it).
     let allowed = if last { TCP_FIN | TCP_PSH } else { 0 };
-    let flags_same = (first[t.tcp + 13] & !TCP_CWR) | allowed == (seg[t.tcp + 13] & !TCP_CWR) | allowed;
+    let flags_same = (first[t.tcp + 13] & !TCP_CWR) | allowed == seg[t.tcp + 13] | allowed;
     let fragment_free = !t.is_v4 || be16(first, t.l3 + 6) & 0x3fff == 0;
     same(0..ethernet::HEADER_LEN)
         && ip_same
@@ -345,6 +356,13 @@ fn fix_ip_header(seg: &mut [u8], t: &TcpFrame, id: u16) {
     } else {
         ip[4..6].copy_from_slice(&((l3_len - ipv6::HEADER_LEN) as u16).to_be_bytes());
     }
+}
+
+/// Whether the TCP checksum of a segment laid out as `t` (its IP packet
+/// ending where the segment does) is right.
+fn tcp_checksum_ok(seg: &[u8], t: &TcpFrame) -> bool {
+    let pseudo = pseudo_header_sum(&seg[t.l3..t.tcp], t.is_v4, seg.len() - t.tcp);
+    checksum::finish(checksum::sum(&seg[t.tcp..], pseudo)) == 0
 }
 
 /// Sum of the TCP pseudo-header for the addresses in `ip_header`.
@@ -518,16 +536,25 @@ mod tests {
     #[test]
     fn refuses_segments_that_do_not_follow_each_other() {
         let f = tcp_frame(3000, 0x10);
-        type Spoil = fn(&mut Vec<u8>, &Train);
-        let cases: [(&str, Spoil); 4] = [
-            ("a gap in sequence", |b, t| b[t.first + t.stride + 14 + 20 + 7] ^= 1),
-            ("another port", |b, t| b[t.first + 2 * t.stride + 14 + 20 + 1] ^= 1),
-            ("another address", |b, t| b[t.first + t.stride + 14 + 19] ^= 1),
-            ("FIN in the middle", |b, t| b[t.first + t.stride + 14 + 20 + 13] |= TCP_FIN),
+        // (what, segment, byte in it, bits flipped, checksum made right again)
+        let cases = [
+            ("a gap in sequence", 1, 14 + 20 + 7, 1, true),
+            ("another port", 2, 14 + 20 + 1, 1, true),
+            ("another address", 1, 14 + 19, 1, true),
+            ("FIN in the middle", 1, 14 + 20 + 13, TCP_FIN, true),
+            ("CWR in the middle", 1, 14 + 20 + 13, TCP_CWR, true),
+            ("a corrupted payload byte", 2, 100, 0x40, false),
         ];
-        for (what, spoil) in cases {
+        for (what, k, at, bits, fix_checksum) in cases {
             let (mut buf, train) = as_train(&f, 1400);
-            spoil(&mut buf, &train);
+            let seg = &mut buf[train.frame(k)];
+            seg[at] ^= bits;
+            if fix_checksum {
+                seg[50..52].fill(0);
+                let pseudo = pseudo_header_sum(&seg[14..34], true, seg.len() - 34);
+                let sum = checksum::finish(checksum::sum(&seg[34..], pseudo));
+                seg[50..52].copy_from_slice(&sum.to_be_bytes());
+            }
             let before = buf.clone();
             assert!(coalesce_tcp(&mut buf, &train).is_err(), "{what}");
             assert_eq!(buf, before, "{what}: nothing written");

@@ -17,6 +17,7 @@
 use std::io;
 use std::net::Ipv4Addr;
 use std::os::fd::RawFd;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -49,7 +50,14 @@ pub struct TunnelQueue {
     /// queue w mod queues, so the lock is contended only when the uplink
     /// has fewer queues than there are workers (an AF_PACKET uplink has one).
     wrap: Mutex<Box<[u8]>>,
+    /// The uplink refused a train (a kernel without UDP GSO on packet
+    /// sockets): datagrams go one by one from then on.
+    trains_refused: AtomicBool,
 }
+
+/// Datagrams in one train at most: the kernel's UDP_MAX_SEGMENTS (64
+/// before Linux 6.x raised it to 128); past it the send is refused.
+const MAX_TRAIN_DATAGRAMS: usize = 64;
 
 impl TunnelQueue {
     pub fn new(
@@ -60,7 +68,7 @@ impl TunnelQueue {
         uplink: Arc<dyn FrameIo>,
     ) -> TunnelQueue {
         let wrap = Mutex::new(vec![0u8; vxlan::OVERHEAD + 65536].into_boxed_slice());
-        TunnelQueue { vni, remote, neighbour, local, uplink, wrap }
+        TunnelQueue { vni, remote, neighbour, local, uplink, wrap, trains_refused: AtomicBool::new(false) }
     }
 
     /// Ask the underlay for the VTEP's MAC, at most once a second.
@@ -88,7 +96,7 @@ impl TunnelQueue {
             if datagram > vxlan::MAX_TRAIN_PAYLOAD {
                 return Err(io::Error::new(io::ErrorKind::InvalidInput, "segment too big to encapsulate"));
             }
-            if train.payload + datagram > vxlan::MAX_TRAIN_PAYLOAD {
+            if train.payload + datagram > vxlan::MAX_TRAIN_PAYLOAD || train.count == MAX_TRAIN_DATAGRAMS {
                 if let Err(e) = self.send_laid_out(wrap, outer, &train) {
                     failed.get_or_insert(e);
                 }
@@ -104,19 +112,40 @@ impl TunnelQueue {
     }
 
     fn send_laid_out(&self, wrap: &mut [u8], outer: &vxlan::Outer, train: &TrainLayout) -> io::Result<()> {
-        let len = vxlan::TRAIN_HEADERS + train.payload;
-        match train.count {
-            0 => Ok(()),
-            1 => {
-                vxlan::write_outer(wrap, outer, train.payload - vxlan::HEADER_LEN);
-                self.uplink.send(&wrap[..len], &Offload::NONE)
+        if train.count < 2 || self.trains_refused.load(Relaxed) {
+            return self.send_one_by_one(wrap, outer, train);
+        }
+        let offload = vxlan::write_train(wrap, outer, train.payload, train.datagram);
+        match self.uplink.send(&wrap[..vxlan::TRAIN_HEADERS + train.payload], &offload) {
+            Err(e) if refuses_trains(&e) => {
+                if !self.trains_refused.swap(true, Relaxed) {
+                    log::warn!(
+                        "tunnel to {}: the uplink refuses UDP GSO ({e}): sending datagrams one by one",
+                        self.remote
+                    );
+                }
+                self.send_one_by_one(wrap, outer, train)
             }
-            _ => {
-                let offload = vxlan::write_train(wrap, outer, train.payload, train.datagram);
-                self.uplink.send(&wrap[..len], &offload)
-            }
+            sent => sent,
         }
     }
+
+    /// The train's datagrams one at a time, each given its outer headers
+    /// in the bytes before it (the tail of the one sent before).
+    fn send_one_by_one(&self, wrap: &mut [u8], outer: &vxlan::Outer, train: &TrainLayout) -> io::Result<()> {
+        for k in 0..train.count {
+            let at = k * train.datagram;
+            let len = train.datagram.min(train.payload - at);
+            vxlan::write_outer(&mut wrap[at..], outer, len - vxlan::HEADER_LEN);
+            self.uplink.send(&wrap[at..at + vxlan::TRAIN_HEADERS + len], &Offload::NONE)?;
+        }
+        Ok(())
+    }
+}
+
+/// Whether a send failed because the kernel takes no UDP GSO from packet sockets.
+fn refuses_trains(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EINVAL | libc::EOPNOTSUPP | libc::EPROTONOSUPPORT))
 }
 
 /// The datagrams laid out for one train so far.
