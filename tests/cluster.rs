@@ -74,7 +74,7 @@ fn fdb_has(d: &Daemon, net: &str, mac: &str) -> bool {
 
 #[test]
 fn an_overlay_network_made_once_serves_containers_on_every_host() {
-    let (underlay, _etcd, d) = cluster(10, 3);
+    let (underlay, _etcd, mut d) = cluster(10, 3);
     d[0].add_net("ov", "10.150.0.0/24", &["--driver", "overlay"]);
     for host in &d[1..] {
         assert!(wait_for(SETTLE, || has_network(host, "ov")), "the network did not reach every host");
@@ -137,6 +137,17 @@ fn an_overlay_network_made_once_serves_containers_on_every_host() {
     for host in &d {
         assert!(wait_for(SETTLE, || !has_network(host, "ov")), "the network outlived its removal on a host");
     }
+
+    // A host that was down while a network was made anew under the same
+    // name finds the new one when it comes back.
+    d[0].add_net("ov2", "10.154.0.0/24", &["--driver", "overlay", "--vni", "4200"]);
+    assert!(wait_for(SETTLE, || has_network(&d[2], "ov2")));
+    d[2].kill9();
+    d[0].vsctl_ok(&["del-net", "ov2"]);
+    d[0].add_net("ov2", "10.155.0.0/24", &["--driver", "overlay", "--vni", "4300"]);
+    d[2].spawn();
+    let renewed = || d[2].show_net("ov2")[0]["Options"]["com.docker.network.driver.overlay.vxlanid_list"] == "4300";
+    assert!(wait_for(SETTLE, renewed), "the restarted host kept the old network");
 }
 
 #[test]

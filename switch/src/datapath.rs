@@ -236,10 +236,18 @@ impl Domain {
         Domain { spec: self.spec.clone(), ports, neighbours, neighbours6, fdb: self.fdb.clone(), remotes }
     }
 
-    /// Pin every remote endpoint's MAC to its tunnel (where it has one).
+    /// Where each remote endpoint's MAC is pinned: the tunnel to its VTEP,
+    /// where it has one, unless a local endpoint has that MAC.
+    fn remote_pins(&self) -> impl Iterator<Item = (MacAddr, PortId)> + '_ {
+        let local_mac = |mac: MacAddr| self.ports.iter().any(|p| !p.is_tunnel() && p.spec.mac == mac);
+        let tunnel_to = |vtep: Ipv4Addr| self.ports.iter().find(|p| p.tunnel == Some(vtep)).map(|p| p.id);
+        self.remotes.iter().filter(move |r| !local_mac(r.mac)).filter_map(move |r| Some((r.mac, tunnel_to(r.vtep)?)))
+    }
+
+    /// Pin every remote endpoint's MAC to its tunnel.
     fn pin_remotes(&self) {
-        for (mac, port) in self.remotes.iter().filter_map(|r| self.neighbours.get(&r.ipv4)) {
-            self.fdb.add_static(*mac, *port);
+        for (mac, port) in self.remote_pins() {
+            self.fdb.add_static(mac, port);
         }
     }
 }
@@ -609,8 +617,8 @@ impl Switch {
         self.publish(|s| {
             s.networks.insert(network, rebuilt.clone());
         });
-        let gone: Vec<MacAddr> =
-            domain.remotes.iter().map(|r| r.mac).filter(|mac| !rebuilt.remotes.iter().any(|r| r.mac == *mac)).collect();
+        let pinned: Vec<(MacAddr, PortId)> = rebuilt.remote_pins().collect();
+        let gone: Vec<(MacAddr, PortId)> = domain.remote_pins().filter(|pin| !pinned.contains(pin)).collect();
         rebuilt.fdb.forget(&gone);
         rebuilt.pin_remotes();
         Ok(())

@@ -101,14 +101,17 @@ impl Fdb {
         self.retain(|e| e.port() != port);
     }
 
-    /// Forget these MACs, static or learned (remote endpoints that went).
-    pub fn forget(&self, macs: &[MacAddr]) {
-        if macs.is_empty() {
+    /// Forget these MACs where they are still behind these ports (remote
+    /// endpoints that went, pinned to their tunnels): an entry that moved
+    /// to another port since is someone else's now.
+    pub fn forget(&self, pins: &[(MacAddr, PortId)]) {
+        if pins.is_empty() {
             return;
         }
         let _w = self.writer.lock();
         let current = self.map.load();
-        let next: Map = current.iter().filter(|(m, _)| !macs.contains(m)).map(|(m, e)| (*m, e.clone())).collect();
+        let next: Map =
+            current.iter().filter(|(m, e)| !pins.contains(&(**m, e.port()))).map(|(m, e)| (*m, e.clone())).collect();
         self.map.store(Arc::new(next));
     }
 

@@ -312,6 +312,16 @@ fn remote_endpoints_are_answered_for_and_pinned_to_their_tunnel() {
     a.sw.poll_all();
     assert!(a.container.take_all().is_empty(), "answered for a forgotten endpoint");
     assert!(a.sw.set_remote_endpoints(9, Vec::new()).is_err(), "no such network");
+
+    // A remote claiming a local endpoint's MAC takes nothing from it, not
+    // when it comes and not when it goes.
+    let local_port = |sw: &Switch| sw.fdb_rows(1).unwrap().into_iter().find(|r| r.mac == a.mac.to_string()).unwrap();
+    let before = local_port(&a.sw);
+    let impostor = RemoteEndpoint { mac: a.mac, ipv4: Ipv4Addr::new(10, 130, 0, 99), ipv6: None, vtep: b.vtep };
+    a.sw.set_remote_endpoints(1, vec![impostor]).unwrap();
+    assert_eq!(local_port(&a.sw), before);
+    a.sw.set_remote_endpoints(1, Vec::new()).unwrap();
+    assert_eq!(local_port(&a.sw), before);
 }
 
 /// A TCP super-frame from `from` to `to`: `payload` bytes in segments of `mss`.

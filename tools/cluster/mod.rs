@@ -12,10 +12,11 @@
 
 mod records;
 mod session;
+mod txn;
 
 pub use records::{endpoint_records, EndpointRecord, View};
 
-use etcdv3client::pb::{self, compare, request_op, Compare, RequestOp, TxnRequest};
+use etcdv3client::pb::{self, TxnRequest};
 use etcdv3client::EtcdClient;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 use switch::model::{Endpoint, Network};
+use txn::{absent, delete, get, get_prefix, none_under, present, put};
 
 /// How long one request to the store may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
@@ -87,14 +89,18 @@ pub(crate) struct Shared {
     config: ClusterConfig,
     /// This host's lease, 0 while it has none.
     lease: AtomicI64,
-    /// The records this host keeps in the store (key → value), put back
-    /// under a new lease when the old one was lost.
-    owned: Mutex<BTreeMap<String, String>>,
+    /// The records this host keeps in the store, put back under a new
+    /// lease when the old one was lost. Held across each write of them, by
+    /// either thread, so that a republish and a release never interleave.
+    owned: tokio::sync::Mutex<Owned>,
     /// The newest view not yet taken by the daemon.
     view: Mutex<Option<View>>,
     connected: AtomicBool,
     stop: AtomicBool,
 }
+
+/// Endpoint id → its records (key, value), the address claims first.
+pub type Owned = BTreeMap<String, Vec<(String, String)>>;
 
 impl Shared {
     fn publish_view(&self, view: View) {
@@ -127,12 +133,12 @@ pub struct Cluster {
 impl Cluster {
     /// Start following the store; `owned` are the records of this host's
     /// endpoints (saved ones, at a restart), kept in the store from now on.
-    pub fn start(config: ClusterConfig, owned: Vec<(String, String)>) -> std::io::Result<Cluster> {
+    pub fn start(config: ClusterConfig, owned: Owned) -> std::io::Result<Cluster> {
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let shared = Arc::new(Shared {
             config,
             lease: AtomicI64::new(0),
-            owned: Mutex::new(owned.into_iter().collect()),
+            owned: tokio::sync::Mutex::new(owned),
             view: Mutex::new(None),
             connected: AtomicBool::new(false),
             stop: AtomicBool::new(false),
@@ -153,8 +159,9 @@ impl Cluster {
     }
 
     /// Write a new overlay network (and its VNI), unless the cluster has
-    /// one of that name or that VNI already. Returns the store's revision.
-    pub fn create_network(&mut self, net: &Network) -> Result<i64, String> {
+    /// one of that name or that VNI already. Returns the store's revision
+    /// when it changed (every write here does, when it succeeds).
+    pub fn create_network(&mut self, net: &Network) -> Result<Option<i64>, String> {
         let vni = net.overlay.as_ref().ok_or("not an overlay network")?.vni;
         let (name_key, vni_key) = (records::network_key(&net.name), records::vni_key(vni));
         let json = serde_json::to_string(net).map_err(|e| e.to_string())?;
@@ -165,28 +172,20 @@ impl Cluster {
         };
         let response = self.txn(txn)?;
         if !response.succeeded {
-            return Err(if range_values(&response).next().is_some() {
+            return Err(if txn::range_values(&response).next().is_some() {
                 format!("network {:?} already exists in the cluster", net.name)
             } else {
                 format!("VNI {vni} is in use in the cluster")
             });
         }
-        Ok(revision(&response))
+        Ok(txn::changed_revision(&response))
     }
 
     /// Remove an overlay network from the cluster, unless some host still
     /// has endpoints on it.
-    pub fn delete_network(&mut self, name: &str, vni: u32) -> Result<i64, String> {
-        let prefix = records::endpoints_prefix(name);
+    pub fn delete_network(&mut self, name: &str, vni: u32) -> Result<Option<i64>, String> {
         let txn = TxnRequest {
-            // No key in the network's endpoint range was ever created after revision 0.
-            compare: vec![Compare {
-                result: compare::CompareResult::Equal as i32,
-                target: compare::CompareTarget::Create as i32,
-                key: prefix.clone().into_bytes(),
-                range_end: prefix_end(&prefix),
-                target_union: Some(compare::TargetUnion::CreateRevision(0)),
-            }],
+            compare: vec![none_under(&records::endpoints_prefix(name))],
             success: vec![delete(&records::network_key(name)), delete(&records::vni_key(vni))],
             failure: vec![],
         };
@@ -194,62 +193,73 @@ impl Cluster {
         if !response.succeeded {
             return Err(format!("network {name} has active ports on other hosts (del-port them there first)"));
         }
-        Ok(revision(&response))
+        Ok(txn::changed_revision(&response))
     }
 
     /// Claim the endpoint's addresses and publish it, all or nothing, under
-    /// this host's lease.
-    pub fn claim_endpoint(&mut self, ep: &Endpoint) -> Result<i64, ClaimError> {
-        let lease = self.shared.lease.load(Ordering::SeqCst);
+    /// this host's lease, while its network exists in the store.
+    pub fn claim_endpoint(&mut self, ep: &Endpoint) -> Result<Option<i64>, ClaimError> {
+        let shared = self.shared.clone();
+        let mut owned = shared.owned.blocking_lock();
+        let lease = shared.lease.load(Ordering::SeqCst);
         if lease == 0 {
-            let store = &self.shared.config.store;
+            let store = &shared.config.store;
             return Err(ClaimError::Store(format!("cluster store {store} is unreachable; nothing was changed")));
         }
-        let records = records::endpoint_records(self.shared.config.advertise, ep);
+        let records = records::endpoint_records(shared.config.advertise, ep);
+        let network = records::network_key(&ep.network);
+        let mut compare: Vec<_> = records.iter().map(|(key, _)| absent(key)).collect();
+        compare.push(present(&network));
         let txn = TxnRequest {
-            compare: records.iter().map(|(key, _)| absent(key)).collect(),
+            compare,
             success: records.iter().map(|(key, value)| put(key, value, lease)).collect(),
-            failure: vec![get_prefix(&records::endpoints_prefix(&ep.network))],
+            failure: vec![get(&network), get_prefix(&records::endpoints_prefix(&ep.network))],
         };
-        let response = self.txn(txn).map_err(ClaimError::Store)?;
+        let response = match self.txn(txn) {
+            Ok(response) => response,
+            Err(e) => {
+                // It may have been carried out all the same: take it back.
+                let _ = self.txn(txn::withdraw(&records));
+                return Err(ClaimError::Store(e));
+            }
+        };
         if !response.succeeded {
-            let current = range_values(&response)
-                .filter_map(|(key, value)| View::parse(0, [(key, value)]).endpoints.pop())
-                .collect();
+            let mut found = txn::range_values(&response).peekable();
+            if found.peek().is_none_or(|(key, _)| *key != network) {
+                return Err(ClaimError::Store(format!("network {} was removed from the cluster", ep.network)));
+            }
+            let current = found.filter_map(|(key, value)| View::parse(0, [(key, value)]).endpoints.pop()).collect();
             return Err(ClaimError::Taken(current));
         }
-        self.shared.owned.lock().extend(records);
-        Ok(revision(&response))
+        owned.insert(ep.id.clone(), records);
+        Ok(txn::changed_revision(&response))
     }
 
     /// Publish the changed record of an endpoint this host has claimed.
-    pub fn update_endpoint(&mut self, ep: &Endpoint) -> Result<i64, String> {
-        let lease = self.shared.lease.load(Ordering::SeqCst);
+    pub fn update_endpoint(&mut self, ep: &Endpoint) -> Result<Option<i64>, String> {
+        let shared = self.shared.clone();
+        let mut owned = shared.owned.blocking_lock();
+        let lease = shared.lease.load(Ordering::SeqCst);
         if lease == 0 {
-            return Err(format!("cluster store {} is unreachable; nothing was changed", self.shared.config.store));
+            return Err(format!("cluster store {} is unreachable; nothing was changed", shared.config.store));
         }
-        let records = records::endpoint_records(self.shared.config.advertise, ep);
+        let records = records::endpoint_records(shared.config.advertise, ep);
         let (key, value) = records.last().expect("the endpoint's own record comes last");
         let txn = TxnRequest { compare: vec![], success: vec![put(key, value, lease)], failure: vec![] };
         let response = self.txn(txn)?;
-        self.shared.owned.lock().insert(key.clone(), value.clone());
-        Ok(revision(&response))
+        owned.insert(ep.id.clone(), records);
+        Ok(txn::changed_revision(&response))
     }
 
-    /// Withdraw the endpoint and free its addresses everywhere.
-    pub fn release_endpoint(&mut self, ep: &Endpoint) -> Result<i64, String> {
-        let records = records::endpoint_records(self.shared.config.advertise, ep);
-        let txn = TxnRequest {
-            compare: vec![],
-            success: records.iter().map(|(key, _)| delete(key)).collect(),
-            failure: vec![],
-        };
-        let response = self.txn(txn)?;
-        let mut owned = self.shared.owned.lock();
-        records.iter().for_each(|(key, _)| {
-            owned.remove(key);
-        });
-        Ok(revision(&response))
+    /// Withdraw the endpoint and free its addresses everywhere (those it
+    /// still holds: one another host took meanwhile stays theirs).
+    pub fn release_endpoint(&mut self, ep: &Endpoint) -> Result<Option<i64>, String> {
+        let shared = self.shared.clone();
+        let mut owned = shared.owned.blocking_lock();
+        let records = records::endpoint_records(shared.config.advertise, ep);
+        let response = self.txn(txn::withdraw(&records))?;
+        owned.remove(&ep.id);
+        Ok(txn::changed_revision(&response))
     }
 
     /// Run one transaction on this thread, within the timeout. A failed
@@ -295,59 +305,6 @@ async fn timed<T, E: std::fmt::Display>(
     }
 }
 
-/// The comparison "`key` does not exist".
-fn absent(key: &str) -> Compare {
-    Compare {
-        result: compare::CompareResult::Equal as i32,
-        target: compare::CompareTarget::Create as i32,
-        key: key.as_bytes().to_vec(),
-        range_end: Vec::new(),
-        target_union: Some(compare::TargetUnion::CreateRevision(0)),
-    }
-}
-
-fn put(key: &str, value: &str, lease: i64) -> RequestOp {
-    let put = pb::PutRequest { key: key.into(), value: value.into(), lease, ..Default::default() };
-    RequestOp { request: Some(request_op::Request::RequestPut(put)) }
-}
-
-fn get(key: &str) -> RequestOp {
-    let range = pb::RangeRequest { key: key.into(), ..Default::default() };
-    RequestOp { request: Some(request_op::Request::RequestRange(range)) }
-}
-
-fn get_prefix(prefix: &str) -> RequestOp {
-    let range = pb::RangeRequest { key: prefix.into(), range_end: prefix_end(prefix), ..Default::default() };
-    RequestOp { request: Some(request_op::Request::RequestRange(range)) }
-}
-
-fn delete(key: &str) -> RequestOp {
-    let delete = pb::DeleteRangeRequest { key: key.into(), ..Default::default() };
-    RequestOp { request: Some(request_op::Request::RequestDeleteRange(delete)) }
-}
-
-/// The end of the key range holding every key that starts with `prefix`.
-fn prefix_end(prefix: &str) -> Vec<u8> {
-    let mut end = prefix.as_bytes().to_vec();
-    *end.last_mut().expect("a non-empty prefix") += 1;
-    end
-}
-
-fn revision(response: &pb::TxnResponse) -> i64 {
-    response.header.as_ref().map_or(0, |h| h.revision)
-}
-
-/// The keys and values a transaction's reads found.
-fn range_values(response: &pb::TxnResponse) -> impl Iterator<Item = (&str, &[u8])> {
-    let ranges = response.responses.iter().filter_map(|r| match &r.response {
-        Some(pb::response_op::Response::ResponseRange(range)) => Some(range),
-        _ => None,
-    });
-    ranges
-        .flat_map(|range| range.kvs.iter())
-        .map(|kv| (std::str::from_utf8(&kv.key).unwrap_or(""), kv.value.as_slice()))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -373,10 +330,5 @@ mod tests {
             assert!(e.contains(words), "{store} {advertise:?}: {e}");
         }
         assert!(ClusterConfig::parse("etcd://h:1", None, UPLINK, Duration::from_secs(1)).is_err());
-    }
-
-    #[test]
-    fn the_prefix_range_ends_past_every_key_under_it() {
-        assert_eq!(prefix_end("/a/b/"), b"/a/b0".to_vec());
     }
 }

@@ -4,7 +4,8 @@
 //! second; the daemon forwards on with the last view meanwhile, and gets a
 //! full one again when the store is back.
 
-use super::records::{self, View, PREFIX};
+use super::records::{View, PREFIX};
+use super::txn;
 use super::{connect, timed, Shared};
 use etcdv3client::pb;
 use etcdv3client::EtcdClient;
@@ -48,8 +49,12 @@ pub(super) fn run(shared: &Shared) {
 /// One connection to the store, until it fails (Err) or the daemon stops (Ok).
 async fn session(shared: &Shared) -> Result<(), String> {
     let mut client = connect(&shared.config).await?;
-    let lease = ensure_lease(&mut client, shared).await?;
+    let (lease, old) = ensure_lease(&mut client, shared).await?;
     republish(&mut client, shared, lease).await?;
+    if let Some(old) = old {
+        // Whatever is still under the old lease is no record of ours.
+        let _ = timed("lease revoke", client.revoke_lease(old)).await;
+    }
     let (mut mirror, revision) = read_all(&mut client).await?;
     shared.publish_view(View::parse(revision, mirror.iter().map(|(k, v)| (k.as_str(), v.as_slice()))));
     let mut watcher = watch_from(&mut client, revision + 1).await?;
@@ -92,35 +97,48 @@ async fn session(shared: &Shared) -> Result<(), String> {
 }
 
 /// The host's lease: the one it has if the store still knows it, else a
-/// new one (whose records `republish` puts back).
-async fn ensure_lease(client: &mut EtcdClient, shared: &Shared) -> Result<i64, String> {
+/// new one (whose records `republish` puts back), with the one it replaces.
+async fn ensure_lease(client: &mut EtcdClient, shared: &Shared) -> Result<(i64, Option<i64>), String> {
     let known = shared.lease.load(Ordering::SeqCst);
     if known != 0 {
         let info = timed("lease lookup", client.get_lease_info(known, false)).await;
         if info.is_ok_and(|i| i.ttl > 0) {
-            return Ok(known);
+            return Ok((known, None));
         }
     }
     let ttl = shared.config.ttl.as_secs() as i64;
     let granted = timed("lease grant", client.grant_lease(ttl)).await?;
+    // Under the lock: a claim in flight finishes under the old lease and
+    // is then moved with the rest.
+    let _owned = shared.owned.lock().await;
     shared.lease.store(granted.id, Ordering::SeqCst);
-    Ok(granted.id)
+    Ok((granted.id, (known != 0).then_some(known)))
 }
 
-/// Put this host's records back under `lease`: each one that is missing
-/// (its lease expired) or still ours. An address someone else claimed
-/// meanwhile is left to them and logged.
+/// Put this host's records back under `lease`, endpoint by endpoint: where
+/// its address claims are still its own, or free again (its lease expired
+/// while the store was away). An endpoint whose address another host took
+/// meanwhile is not published again; it is logged and left to them.
+/// Each endpoint is written under the lock of the records, so a release
+/// of it by the daemon comes wholly before or after.
 async fn republish(client: &mut EtcdClient, shared: &Shared, lease: i64) -> Result<(), String> {
-    let owned: Vec<(String, String)> = shared.owned.lock().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
-    for (key, value) in owned {
-        let current = timed("read", client.kv.do_range(key.as_str())).await?;
-        match current.kvs.first() {
-            Some(kv) if records::is_ipam_key(&key) && kv.value != value.as_bytes() => {
-                log::error!("cluster store: {key} was taken by another host while this one was away");
-            }
-            _ => {
-                timed("write", client.kv.do_put(key.as_str(), value.as_str()).with_lease(lease)).await?;
-            }
+    let ids: Vec<String> = shared.owned.lock().await.keys().cloned().collect();
+    for id in ids {
+        let mut owned = shared.owned.lock().await;
+        let Some(records) = owned.get(&id).cloned() else { continue }; // released meanwhile
+        let refreshed = timed("write", client.kv.txn(txn::republish(&records, lease, true))).await?;
+        if refreshed.succeeded {
+            continue;
+        }
+        let reclaimed = timed("write", client.kv.txn(txn::republish(&records, lease, false))).await?;
+        if !reclaimed.succeeded {
+            let addresses: Vec<&str> = txn::claims(&records).map(|(key, _)| key.as_str()).collect();
+            log::error!(
+                "cluster store: endpoint {id}: {} taken by another host while this one was away; not published",
+                addresses.join(", ")
+            );
+            let _ = timed("write", client.kv.txn(txn::withdraw(&records))).await;
+            owned.remove(&id);
         }
     }
     Ok(())

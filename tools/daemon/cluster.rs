@@ -14,6 +14,8 @@ use switch::{ipam, RemoteEndpoint};
 /// How long start-up waits for the store's first view before going on with
 /// the saved state.
 const FIRST_VIEW_WAIT: Duration = Duration::from_secs(3);
+/// How soon a view whose programming failed in part is applied again.
+const RETRY: Duration = Duration::from_secs(2);
 
 /// The cluster store as the daemon holds it.
 pub(super) struct ClusterLink {
@@ -23,6 +25,8 @@ pub(super) struct ClusterLink {
     /// The store's revision after this daemon's last write: an older view
     /// does not show that write yet, and is skipped for the one that will.
     pub written: i64,
+    /// When to apply the last view again (some of it could not be programmed).
+    pub retry_at: Option<Instant>,
 }
 
 impl ClusterLink {
@@ -36,8 +40,12 @@ impl ClusterLink {
         self.view.remote_endpoints(network, self.store.config().advertise).map(|r| r.host).collect()
     }
 
-    pub fn note_write(&mut self, revision: i64) {
-        self.written = self.written.max(revision);
+    /// A write of this daemon's changed the store at `revision` (None: it
+    /// changed nothing, and no view will show it).
+    pub fn note_write(&mut self, revision: Option<i64>) {
+        if let Some(revision) = revision {
+            self.written = self.written.max(revision);
+        }
     }
 }
 
@@ -56,11 +64,11 @@ impl Daemon {
             .endpoints
             .iter()
             .filter(|e| self.state.network(&e.network).is_some_and(is_cluster_network))
-            .flat_map(|e| crate::cluster::endpoint_records(advertise, e))
+            .map(|e| (e.id.clone(), crate::cluster::endpoint_records(advertise, e)))
             .collect();
         log::info!("cluster store {}: this host's VTEP is {advertise}", config.store);
         let store = Cluster::start(config, owned)?;
-        self.cluster = Some(ClusterLink { store, view: View::default(), written: 0 });
+        self.cluster = Some(ClusterLink { store, view: View::default(), written: 0, retry_at: None });
         let deadline = Instant::now() + FIRST_VIEW_WAIT;
         while Instant::now() < deadline {
             if self.tick() {
@@ -72,34 +80,31 @@ impl Daemon {
         Ok(())
     }
 
-    /// Apply the store's newest view, if there is one; says whether there was.
+    /// Apply the store's newest view, if there is one; says whether there
+    /// was. A view whose programming failed in part is applied again a
+    /// little later.
     pub fn tick(&mut self) -> bool {
-        let Some(link) = &self.cluster else { return false };
-        let Some(view) = link.store.take_view() else { return false };
-        if view.revision < link.written {
-            return true; // the view our write makes follows
-        }
+        let Some(link) = &mut self.cluster else { return false };
+        let view = match link.store.take_view() {
+            Some(view) if view.revision < link.written => return true, // the view our write makes follows
+            Some(view) => view,
+            None if link.retry_at.is_some_and(|at| Instant::now() >= at) => link.view.clone(),
+            None => return false,
+        };
+        link.retry_at = None;
         self.apply_view(view);
         true
     }
 
     fn apply_view(&mut self, view: View) {
         let mut changed = false;
-        for net in view.networks.values() {
-            match self.state.network(&net.name) {
-                Some(local) if is_cluster_network(local) => {}
-                Some(_) => log::error!("cluster network {} is not installed: a local network has its name", net.name),
-                None => match self.adopt_network(net) {
-                    Ok(()) => changed = true,
-                    Err(e) => log::error!("cluster network {} is not installed: {e}", net.name),
-                },
-            }
-        }
+        // A network of this name made anew (another id) is another network.
+        let replaced = |local: &Network| view.networks.get(&local.name).is_some_and(|n| n.id != local.id);
         let gone: Vec<String> = self
             .state
             .networks
             .iter()
-            .filter(|n| is_cluster_network(n) && !view.networks.contains_key(&n.name))
+            .filter(|n| is_cluster_network(n) && (!view.networks.contains_key(&n.name) || replaced(n)))
             .map(|n| n.name.clone())
             .collect();
         for name in gone {
@@ -112,14 +117,20 @@ impl Daemon {
                 Err(e) => log::error!("network {name} was removed from the cluster: {e}"),
             }
         }
+        for net in view.networks.values() {
+            match self.state.network(&net.name) {
+                Some(local) if is_cluster_network(local) => {}
+                Some(_) => log::error!("cluster network {} is not installed: a local network has its name", net.name),
+                None => match self.adopt_network(net) {
+                    Ok(()) => changed = true,
+                    Err(e) => log::error!("cluster network {} is not installed: {e}", net.name),
+                },
+            }
+        }
         if let Some(link) = &mut self.cluster {
             link.view = view;
         }
-        let cluster_networks: Vec<Network> =
-            self.state.networks.iter().filter(|n| is_cluster_network(n)).cloned().collect();
-        for net in &cluster_networks {
-            self.program_remotes(net);
-        }
+        self.program_all_remotes();
         self.refresh_names();
         if changed {
             if let Err(e) = self.save() {
@@ -147,44 +158,61 @@ impl Daemon {
         Ok(())
     }
 
+    /// Program every cluster network's remote endpoints; when some of it
+    /// fails (a tunnel the switch refused), try again in a while.
+    fn program_all_remotes(&mut self) {
+        let cluster_networks: Vec<Network> =
+            self.state.networks.iter().filter(|n| is_cluster_network(n)).cloned().collect();
+        let failed = cluster_networks.iter().filter(|net| !self.program_remotes(net)).count();
+        if let (true, Some(link)) = (failed > 0, &mut self.cluster) {
+            link.retry_at = Some(Instant::now() + RETRY);
+        }
+    }
+
     /// Give the switch the remote endpoints of `net` and a tunnel to each
     /// of their hosts (and to the static peers), and no other tunnels.
-    fn program_remotes(&self, net: &Network) {
-        let Some(link) = &self.cluster else { return };
+    /// Says whether all of it went through.
+    fn program_remotes(&self, net: &Network) -> bool {
+        let Some(link) = &self.cluster else { return true };
         let remotes: Vec<RemoteEndpoint> = link
             .view
             .remote_endpoints(&net.name, link.store.config().advertise)
             .map(|r| RemoteEndpoint { mac: r.endpoint.mac, ipv4: r.endpoint.ipv4, ipv6: r.endpoint.ipv6, vtep: r.host })
             .collect();
-        if let Err(e) = self.sync_tunnels(net) {
+        let tunnels = self.sync_tunnels(net);
+        let endpoints = self.switch.set_remote_endpoints(net.index, remotes);
+        let errors: Vec<String> = [tunnels, endpoints].into_iter().filter_map(Result::err).collect();
+        for e in &errors {
             log::error!("overlay network {}: {e}", net.name);
         }
-        if let Err(e) = self.switch.set_remote_endpoints(net.index, remotes) {
-            log::error!("overlay network {}: {e}", net.name);
-        }
+        errors.is_empty()
     }
 
-    /// The VTEPs `net` should have tunnels to: its static peers and the
-    /// hosts of its remote endpoints.
+    /// The VTEPs `net` should have tunnels to: its static peers and, on a
+    /// cluster network, the hosts of its remote endpoints.
     pub(super) fn wanted_vteps(&self, net: &Network) -> BTreeSet<Ipv4Addr> {
         let mut wanted: BTreeSet<Ipv4Addr> = net.overlay.iter().flat_map(|o| o.peers.iter().copied()).collect();
-        if let Some(link) = &self.cluster {
+        if let (true, Some(link)) = (is_cluster_network(net), &self.cluster) {
             wanted.extend(link.remote_vteps(&net.name));
         }
         wanted
     }
 
-    /// Add and remove tunnels until `net` has exactly the wanted ones.
+    /// Add and remove tunnels until `net` has exactly the wanted ones,
+    /// going on past a failure; returns the first.
     pub(super) fn sync_tunnels(&self, net: &Network) -> Result<(), String> {
         let wanted = self.wanted_vteps(net);
         let current: BTreeSet<Ipv4Addr> = self.switch.tunnels(net.index).into_iter().collect();
         for gone in current.difference(&wanted) {
             self.switch.remove_tunnel(net.index, *gone);
         }
+        let mut first_error = Ok(());
         for new in wanted.difference(&current) {
-            self.switch.add_tunnel(net.index, *new)?;
+            if let Err(e) = self.switch.add_tunnel(net.index, *new) {
+                first_error = first_error.and(Err(e));
+            }
         }
-        Ok(())
+        first_error
     }
 }
 
@@ -214,7 +242,10 @@ impl Daemon {
                     link.note_write(revision);
                     return Ok(ep);
                 }
-                Err(ClaimError::Taken(current)) => link.view.set_endpoints_of(&net.name, current),
+                Err(ClaimError::Taken(current)) => {
+                    link.view.set_endpoints_of(&net.name, current);
+                    self.program_remotes(net);
+                }
                 Err(ClaimError::Store(e)) => return Err(e),
             }
         }

@@ -187,17 +187,12 @@ impl Daemon {
     /// Give the DNS server the names of every endpoint it answers for: this
     /// host's, and those on other hosts of the cluster's overlay networks.
     fn refresh_names(&self) {
+        let cluster_networks = self.state.networks.iter().filter(|n| cluster::is_cluster_network(n));
         let remote: Vec<Endpoint> = match &self.cluster {
-            Some(link) => {
-                link.view.endpoints.iter().map(|r| r.endpoint.clone()).filter(|e| !self.is_local(e)).collect()
-            }
+            Some(link) => cluster_networks.flat_map(|n| link.remote_endpoints(&n.name)).cloned().collect(),
             None => Vec::new(),
         };
         self.dns.set_names(&self.state, &remote);
-    }
-
-    fn is_local(&self, ep: &Endpoint) -> bool {
-        self.state.endpoints.iter().any(|e| e.id == ep.id)
     }
 
     pub fn shutdown(self) {
@@ -472,7 +467,9 @@ impl Daemon {
     /// The endpoints of a network: this host's, and on a cluster network
     /// those on the other hosts (whose addresses, MACs and names are taken too).
     fn network_endpoints<'a>(&'a self, network: &'a str) -> impl Iterator<Item = &'a Endpoint> + 'a {
-        let remote = self.cluster.iter().flat_map(move |link| link.remote_endpoints(network));
+        let in_cluster = self.state.network(network).is_some_and(cluster::is_cluster_network);
+        let remote =
+            self.cluster.iter().filter(move |_| in_cluster).flat_map(move |link| link.remote_endpoints(network));
         self.state.endpoints_of(network).chain(remote)
     }
 
