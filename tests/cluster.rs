@@ -96,6 +96,12 @@ fn an_overlay_network_made_once_serves_containers_on_every_host() {
     let taken = c1.ip.to_string();
     let stderr = d[0].vsctl_err(&["add-port", "ov", &d[0].ns_name(), "--ip", &taken]);
     assert_one_line_naming("an address another host holds", &stderr, &[&taken]);
+    // So are a MAC and a DNS name, whichever host holds them, and whether
+    // or not the view has shown them yet (the claim in the store decides).
+    let stderr = d[0].vsctl_err(&["add-port", "ov", &d[0].ns_name(), "--mac", &c2.mac]);
+    assert_one_line_naming("a MAC another host holds", &stderr, &[&c2.mac]);
+    let stderr = d[2].vsctl_err(&["add-port", "ov", &d[2].ns_name(), "--name", &c1.name.to_uppercase()]);
+    assert_one_line_naming("a name another host holds", &stderr, &["name"]);
 
     // Every host knows the others' endpoints before any frame: the MACs
     // are pinned, and ARP never crosses the underlay.

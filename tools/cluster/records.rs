@@ -4,8 +4,10 @@
 //! - `networks/<name>`: an overlay network's definition (a [`Network`]; its
 //!   `index` and static peers are each host's own and not read from here).
 //! - `vni/<n>`: the network holding VNI n, claimed with the network.
-//! - `ipam/<network>/<address>`: an address handed out anywhere in the
-//!   cluster, held by the endpoint id it names, under its host's lease.
+//! - `ipam/<network>/<address>`, `macs/<network>/<mac>` and
+//!   `names/<network>/<name>`: the claims of what must be unique on a
+//!   network (an endpoint's addresses, its MAC, its DNS name), each held by
+//!   the endpoint id it names, under its host's lease.
 //! - `endpoints/<network>/<id>`: an endpoint and the VTEP it is behind
 //!   (an [`EndpointRecord`]), under its host's lease.
 //!
@@ -31,6 +33,9 @@ pub fn ipam_key(network: &str, ip: IpAddr) -> String {
     format!("{PREFIX}ipam/{network}/{ip}")
 }
 
+/// Kinds of claim, each a key prefix under [`PREFIX`].
+const CLAIMS: [&str; 3] = ["ipam", "macs", "names"];
+
 pub fn endpoint_key(network: &str, id: &str) -> String {
     format!("{PREFIX}endpoints/{network}/{id}")
 }
@@ -40,9 +45,10 @@ pub fn endpoints_prefix(network: &str) -> String {
     format!("{PREFIX}endpoints/{network}/")
 }
 
-/// Whether `key` is an address claim (whose value names its holder).
-pub fn is_ipam_key(key: &str) -> bool {
-    key.starts_with(&format!("{PREFIX}ipam/"))
+/// Whether `key` is a claim (whose value names its holder).
+pub fn is_claim_key(key: &str) -> bool {
+    let kind = key.strip_prefix(PREFIX).and_then(|rest| rest.split('/').next());
+    kind.is_some_and(|kind| CLAIMS.contains(&kind))
 }
 
 /// An endpoint as published in the store: where it lives, and what it is.
@@ -54,8 +60,8 @@ pub struct EndpointRecord {
     pub endpoint: Endpoint,
 }
 
-/// The records that hold one endpoint in the store: its addresses' claims
-/// and its record (key, value), all under its host's lease.
+/// The records that hold one endpoint in the store: its claims (addresses,
+/// MAC, name) and then its record (key, value), all under its host's lease.
 pub fn endpoint_records(host: Ipv4Addr, ep: &Endpoint) -> Vec<(String, String)> {
     // What only this host needs (its namespace, interface, published ports) stays here.
     let endpoint = Endpoint {
@@ -66,8 +72,10 @@ pub fn endpoint_records(host: Ipv4Addr, ep: &Endpoint) -> Vec<(String, String)> 
         ..ep.clone()
     };
     let record = EndpointRecord { host, endpoint };
-    let mut records: Vec<(String, String)> =
-        ep_addresses(ep).map(|ip| (ipam_key(&ep.network, ip), ep.id.clone())).collect();
+    let net = &ep.network;
+    let unique = [format!("{PREFIX}macs/{net}/{}", ep.mac), format!("{PREFIX}names/{net}/{}", ep.name.to_lowercase())];
+    let claims = ep_addresses(ep).map(|ip| ipam_key(net, ip)).chain(unique);
+    let mut records: Vec<(String, String)> = claims.map(|key| (key, ep.id.clone())).collect();
     let json = serde_json::to_string(&record).expect("an endpoint serializes");
     records.push((endpoint_key(&ep.network, &ep.id), json));
     records
@@ -119,7 +127,8 @@ impl View {
                 }
                 self.endpoints.push(record);
             }
-            (Some("ipam"), Some(_), Some(_)) | (Some("vni"), Some(_), None) => {}
+            (Some(kind), Some(_), Some(_)) if CLAIMS.contains(&kind) => {}
+            (Some("vni"), Some(_), None) => {}
             _ => return Err("unknown key".into()),
         }
         Ok(())

@@ -68,7 +68,7 @@ pub fn delete_if_holds(key: &str, value: &str) -> RequestOp {
 
 /// The address claims among an endpoint's records (each holds its id).
 pub fn claims(records: &[(String, String)]) -> impl Iterator<Item = &(String, String)> {
-    records.iter().filter(|(key, _)| records::is_ipam_key(key))
+    records.iter().filter(|(key, _)| records::is_claim_key(key))
 }
 
 /// Put an endpoint's records under `lease` if its claims are `held` by it
@@ -82,7 +82,7 @@ pub fn republish(records: &[(String, String)], lease: i64, held: bool) -> TxnReq
 pub fn withdraw(records: &[(String, String)]) -> TxnRequest {
     let success = records
         .iter()
-        .map(|(key, value)| if records::is_ipam_key(key) { delete_if_holds(key, value) } else { delete(key) })
+        .map(|(key, value)| if records::is_claim_key(key) { delete_if_holds(key, value) } else { delete(key) })
         .collect();
     TxnRequest { compare: vec![], success, failure: vec![] }
 }

@@ -497,7 +497,7 @@ impl Daemon {
             check_name("--name", name)?;
         }
         let name = req.name.clone().unwrap_or_else(|| netns_name.to_string());
-        if self.network_endpoints(&net.name).any(|e| e.name == name) {
+        if self.network_endpoints(&net.name).any(|e| e.name.eq_ignore_ascii_case(&name)) {
             return Err(format!("name {name:?} is already in use on network {}", net.name));
         }
         let aliases = checked_aliases(&req.aliases)?;
