@@ -199,6 +199,22 @@ fn forwarding_survives_a_store_outage_and_dead_hosts_expire() {
     assert!(wait_for(SETTLE, || fdb_has(&d[0], "ov", &late.mac)), "host 0 did not catch up");
     assert!(ping(&c0.netns, late.ip, PING));
 
+    // A store that lost everything gets it back from the hosts: the
+    // network (a claim needs it), from a host with ports on it, and their
+    // endpoints; and the hosts follow the store's new history.
+    etcd.wipe();
+    let after_wipe = {
+        let ns = d[1].ns_name();
+        let added = || d[1].vsctl(&["add-port", "ov", &ns]).status.success();
+        assert!(wait_for(SETTLE, added), "the network did not come back to a wiped store");
+        d[1].register_ns(&ns);
+        Endpoint::parse(&d[1].vsctl_ok(&["add-port", "ov", &ns, "--may-exist"]))
+    };
+    assert!(wait_for(SETTLE, || fdb_has(&d[0], "ov", &after_wipe.mac)), "host 0 stopped following the store");
+    assert!(ping(&c0.netns, after_wipe.ip, PING));
+    let stderr = d[1].vsctl_err(&["add-port", "ov", &d[1].ns_name(), "--ip", &c0.ip.to_string()]);
+    assert_one_line_naming("an address held before the wipe", &stderr, &[&c0.ip.to_string()]);
+
     // A host killed without a word: its lease expires and its endpoints go.
     d[1].kill9();
     assert!(

@@ -134,6 +134,13 @@ impl Etcd {
         }
     }
 
+    /// Start again with no data: a store that lost everything.
+    pub fn wipe(&mut self) {
+        self.stop();
+        let _ = fs::remove_dir_all(&self.dir);
+        self.spawn();
+    }
+
     /// Stop the server (SIGKILL: as a crash or a partition looks to clients).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {

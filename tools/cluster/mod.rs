@@ -14,14 +14,14 @@ mod records;
 mod session;
 mod txn;
 
-pub use records::{endpoint_records, EndpointRecord, View};
+pub use records::{endpoint_records, EndpointRecord, Revision, View};
 
 use etcdv3client::pb::{self, TxnRequest};
 use etcdv3client::EtcdClient;
 use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -89,6 +89,10 @@ pub(crate) struct Shared {
     config: ClusterConfig,
     /// This host's lease, 0 while it has none.
     lease: AtomicI64,
+    /// The store's history as the store thread last found it (see [`Revision`]).
+    epoch: AtomicU64,
+    /// The highest revision the store thread has seen.
+    seen: AtomicI64,
     /// The records this host keeps in the store, put back under a new
     /// lease when the old one was lost. Held across each write of them, by
     /// either thread, so that a republish and a release never interleave.
@@ -138,6 +142,8 @@ impl Cluster {
         let shared = Arc::new(Shared {
             config,
             lease: AtomicI64::new(0),
+            epoch: AtomicU64::new(0),
+            seen: AtomicI64::new(0),
             owned: tokio::sync::Mutex::new(owned),
             view: Mutex::new(None),
             connected: AtomicBool::new(false),
@@ -161,7 +167,7 @@ impl Cluster {
     /// Write a new overlay network (and its VNI), unless the cluster has
     /// one of that name or that VNI already. Returns the store's revision
     /// when it changed (every write here does, when it succeeds).
-    pub fn create_network(&mut self, net: &Network) -> Result<Option<i64>, String> {
+    pub fn create_network(&mut self, net: &Network) -> Result<Option<Revision>, String> {
         let vni = net.overlay.as_ref().ok_or("not an overlay network")?.vni;
         let (name_key, vni_key) = (records::network_key(&net.name), records::vni_key(vni));
         let json = serde_json::to_string(net).map_err(|e| e.to_string())?;
@@ -178,12 +184,12 @@ impl Cluster {
                 format!("VNI {vni} is in use in the cluster")
             });
         }
-        Ok(txn::changed_revision(&response))
+        Ok(txn::changed_revision(self.shared.epoch.load(Ordering::SeqCst), &response))
     }
 
     /// Remove an overlay network from the cluster, unless some host still
     /// has endpoints on it.
-    pub fn delete_network(&mut self, name: &str, vni: u32) -> Result<Option<i64>, String> {
+    pub fn delete_network(&mut self, name: &str, vni: u32) -> Result<Option<Revision>, String> {
         let txn = TxnRequest {
             compare: vec![none_under(&records::endpoints_prefix(name))],
             success: vec![delete(&records::network_key(name)), delete(&records::vni_key(vni))],
@@ -193,12 +199,12 @@ impl Cluster {
         if !response.succeeded {
             return Err(format!("network {name} has active ports on other hosts (del-port them there first)"));
         }
-        Ok(txn::changed_revision(&response))
+        Ok(txn::changed_revision(self.shared.epoch.load(Ordering::SeqCst), &response))
     }
 
     /// Claim the endpoint's addresses and publish it, all or nothing, under
     /// this host's lease, while its network exists in the store.
-    pub fn claim_endpoint(&mut self, ep: &Endpoint) -> Result<Option<i64>, ClaimError> {
+    pub fn claim_endpoint(&mut self, ep: &Endpoint) -> Result<Option<Revision>, ClaimError> {
         let shared = self.shared.clone();
         let mut owned = shared.owned.blocking_lock();
         let lease = shared.lease.load(Ordering::SeqCst);
@@ -228,15 +234,17 @@ impl Cluster {
             if found.peek().is_none_or(|(key, _)| *key != network) {
                 return Err(ClaimError::Store(format!("network {} was removed from the cluster", ep.network)));
             }
-            let current = found.filter_map(|(key, value)| View::parse(0, [(key, value)]).endpoints.pop()).collect();
+            let current = found
+                .filter_map(|(key, value)| View::parse(Revision::default(), [(key, value)]).endpoints.pop())
+                .collect();
             return Err(ClaimError::Taken(current));
         }
         owned.insert(ep.id.clone(), records);
-        Ok(txn::changed_revision(&response))
+        Ok(txn::changed_revision(self.shared.epoch.load(Ordering::SeqCst), &response))
     }
 
     /// Publish the changed record of an endpoint this host has claimed.
-    pub fn update_endpoint(&mut self, ep: &Endpoint) -> Result<Option<i64>, String> {
+    pub fn update_endpoint(&mut self, ep: &Endpoint) -> Result<Option<Revision>, String> {
         let shared = self.shared.clone();
         let mut owned = shared.owned.blocking_lock();
         let lease = shared.lease.load(Ordering::SeqCst);
@@ -248,18 +256,18 @@ impl Cluster {
         let txn = TxnRequest { compare: vec![], success: vec![put(key, value, lease)], failure: vec![] };
         let response = self.txn(txn)?;
         owned.insert(ep.id.clone(), records);
-        Ok(txn::changed_revision(&response))
+        Ok(txn::changed_revision(self.shared.epoch.load(Ordering::SeqCst), &response))
     }
 
     /// Withdraw the endpoint and free its addresses everywhere (those it
     /// still holds: one another host took meanwhile stays theirs).
-    pub fn release_endpoint(&mut self, ep: &Endpoint) -> Result<Option<i64>, String> {
+    pub fn release_endpoint(&mut self, ep: &Endpoint) -> Result<Option<Revision>, String> {
         let shared = self.shared.clone();
         let mut owned = shared.owned.blocking_lock();
         let records = records::endpoint_records(shared.config.advertise, ep);
         let response = self.txn(txn::withdraw(&records))?;
         owned.remove(&ep.id);
-        Ok(txn::changed_revision(&response))
+        Ok(txn::changed_revision(self.shared.epoch.load(Ordering::SeqCst), &response))
     }
 
     /// Run one transaction on this thread, within the timeout. A failed

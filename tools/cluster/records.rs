@@ -85,10 +85,31 @@ fn ep_addresses(ep: &Endpoint) -> impl Iterator<Item = IpAddr> + '_ {
     std::iter::once(IpAddr::V4(ep.ipv4)).chain(ep.ipv6.map(IpAddr::V6))
 }
 
+/// A point in the store's history. A store that lost its data (wiped, or
+/// restored from an older snapshot) counts its revisions from further back
+/// again: the store thread notices and starts a new epoch, so that no
+/// revision of the old history hides a view of the new one.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Revision {
+    pub epoch: u64,
+    pub number: i64,
+}
+
+impl Revision {
+    pub fn of(epoch: u64, header: Option<&etcdv3client::pb::ResponseHeader>) -> Revision {
+        Revision { epoch, number: header.map_or(0, |h| h.revision) }
+    }
+
+    /// Whether this is an earlier point of the same history.
+    pub fn is_before(&self, other: &Revision) -> bool {
+        self.epoch == other.epoch && self.number < other.number
+    }
+}
+
 /// The cluster as the store has it at one revision.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct View {
-    pub revision: i64,
+    pub revision: Revision,
     /// Overlay networks by name.
     pub networks: BTreeMap<String, Network>,
     /// Every endpoint, on every host. (Its addresses' claims are written
@@ -99,7 +120,7 @@ pub struct View {
 impl View {
     /// The view of the store's keys under [`PREFIX`]. A record that does
     /// not parse is logged and left out: one bad key must not stop a host.
-    pub fn parse<'a>(revision: i64, kvs: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> View {
+    pub fn parse<'a>(revision: Revision, kvs: impl IntoIterator<Item = (&'a str, &'a [u8])>) -> View {
         let mut view = View { revision, ..View::default() };
         for (key, value) in kvs {
             if let Err(e) = view.add(key, value) {
@@ -204,8 +225,8 @@ mod tests {
         let mut kvs =
             vec![(network_key("ov"), serde_json::to_string(&net).unwrap()), (vni_key(4096), "ov".to_string())];
         kvs.extend(endpoint_records(host, &ep));
-        let view = View::parse(7, kvs.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
-        assert_eq!(view.revision, 7);
+        let view = View::parse(Revision { epoch: 1, number: 7 }, kvs.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+        assert_eq!(view.revision.number, 7);
         assert_eq!(view.networks["ov"], net);
         assert_eq!(view.endpoints.len(), 1);
         let published = &view.endpoints[0];
@@ -230,7 +251,7 @@ mod tests {
             (ipam_key("ov", "10.0.0.9".parse().unwrap()), "id"),
             (format!("{PREFIX}whatever"), ""),
         ];
-        let view = View::parse(1, kvs.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
+        let view = View::parse(Revision::default(), kvs.iter().map(|(k, v)| (k.as_str(), v.as_bytes())));
         assert_eq!(view.networks.keys().collect::<Vec<_>>(), vec!["ov"]);
         assert!(view.endpoints.is_empty());
     }

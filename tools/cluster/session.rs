@@ -4,7 +4,7 @@
 //! second; the daemon forwards on with the last view meanwhile, and gets a
 //! full one again when the store is back.
 
-use super::records::{View, PREFIX};
+use super::records::{Revision, View, PREFIX};
 use super::txn;
 use super::{connect, timed, Shared};
 use etcdv3client::pb;
@@ -55,12 +55,12 @@ async fn session(shared: &Shared) -> Result<(), String> {
         // Whatever is still under the old lease is no record of ours.
         let _ = timed("lease revoke", client.revoke_lease(old)).await;
     }
-    let (mut mirror, revision) = read_all(&mut client).await?;
+    let (mut mirror, revision) = read_all(&mut client, shared).await?;
     shared.publish_view(View::parse(revision, mirror.iter().map(|(k, v)| (k.as_str(), v.as_slice()))));
-    let mut watcher = watch_from(&mut client, revision + 1).await?;
+    let mut watcher = watch_from(&mut client, revision.number + 1).await?;
     let mut keepalive = timed("lease keep-alive", client.lease.keep_alive(lease)).await?;
     shared.connected.store(true, Ordering::SeqCst);
-    log::info!("cluster store {}: connected at revision {revision}, lease {lease:x}", shared.config.store);
+    log::info!("cluster store {}: connected at revision {}, lease {lease:x}", shared.config.store, revision.number);
     let mut renew = interval(shared.config.ttl / 3);
     renew.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut stop_check = interval(STOP_CHECK);
@@ -74,7 +74,8 @@ async fn session(shared: &Shared) -> Result<(), String> {
                 for event in &response.events {
                     apply(&mut mirror, event);
                 }
-                let revision = response.header.as_ref().map_or(0, |h| h.revision);
+                let revision = Revision::of(shared.epoch.load(Ordering::SeqCst), response.header.as_ref());
+                shared.seen.fetch_max(revision.number, Ordering::SeqCst);
                 if !response.events.is_empty() {
                     shared.publish_view(View::parse(revision, mirror.iter().map(|(k, v)| (k.as_str(), v.as_slice()))));
                 }
@@ -144,10 +145,16 @@ async fn republish(client: &mut EtcdClient, shared: &Shared, lease: i64) -> Resu
     Ok(())
 }
 
-/// Every key under the prefix, and the revision they are at.
-async fn read_all(client: &mut EtcdClient) -> Result<(BTreeMap<String, Vec<u8>>, i64), String> {
+/// Every key under the prefix, and the revision they are at: in a new
+/// epoch when the store is back at an earlier revision than seen before.
+async fn read_all(client: &mut EtcdClient, shared: &Shared) -> Result<(BTreeMap<String, Vec<u8>>, Revision), String> {
     let response = timed("read", client.kv.do_range(PREFIX).with_prefix()).await?;
-    let revision = response.header.as_ref().map_or(0, |h| h.revision);
+    let number = response.header.as_ref().map_or(0, |h| h.revision);
+    if number < shared.seen.swap(number, Ordering::SeqCst) {
+        let epoch = shared.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+        log::warn!("cluster store {}: back at revision {number}, lost data: epoch {epoch}", shared.config.store);
+    }
+    let revision = Revision::of(shared.epoch.load(Ordering::SeqCst), response.header.as_ref());
     let mirror = response.kvs.into_iter().map(|kv| (String::from_utf8_lossy(&kv.key).into_owned(), kv.value)).collect();
     Ok((mirror, revision))
 }

@@ -1,7 +1,7 @@
 //! The etcd transactions vswitchd runs, built from the records' keys:
 //! comparisons, operations, and what their answers say.
 
-use super::records;
+use super::records::{self, Revision};
 use etcdv3client::pb::{self, compare, request_op, Compare, RequestOp, TxnRequest};
 
 /// "`key` does not exist" (its create revision is 0).
@@ -96,8 +96,8 @@ pub fn prefix_end(prefix: &str) -> Vec<u8> {
 
 /// The store's revision after `response`, if it changed anything (a put,
 /// or a delete that found its key): only then does a watch event follow.
-pub fn changed_revision(response: &pb::TxnResponse) -> Option<i64> {
-    changed(&response.responses).then(|| response.header.as_ref().map_or(0, |h| h.revision))
+pub fn changed_revision(epoch: u64, response: &pb::TxnResponse) -> Option<Revision> {
+    changed(&response.responses).then(|| Revision::of(epoch, response.header.as_ref()))
 }
 
 fn changed(responses: &[pb::ResponseOp]) -> bool {
@@ -153,8 +153,8 @@ mod tests {
             responses: responses.into_iter().map(|r| pb::ResponseOp { response: Some(r) }).collect(),
         };
         let nothing_deleted = Response::ResponseDeleteRange(pb::DeleteRangeResponse::default());
-        assert_eq!(changed_revision(&answer(vec![nothing_deleted])), None);
+        assert_eq!(changed_revision(0, &answer(vec![nothing_deleted])), None);
         let put = Response::ResponsePut(pb::PutResponse::default());
-        assert_eq!(changed_revision(&answer(vec![put])), Some(9));
+        assert_eq!(changed_revision(0, &answer(vec![put])).map(|r| r.number), Some(9));
     }
 }

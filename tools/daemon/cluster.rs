@@ -4,7 +4,7 @@
 //! to the switch (ARP/NDP proxy, pinned MAC) with a tunnel to its VTEP.
 
 use super::Daemon;
-use crate::cluster::{ClaimError, Cluster, ClusterConfig, View};
+use crate::cluster::{ClaimError, Cluster, ClusterConfig, Revision, View};
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -23,8 +23,9 @@ pub(super) struct ClusterLink {
     /// The last view applied.
     pub view: View,
     /// The store's revision after this daemon's last write: an older view
-    /// does not show that write yet, and is skipped for the one that will.
-    pub written: i64,
+    /// (of the same store) does not show that write yet, and is skipped for
+    /// the one that will.
+    pub written: Revision,
     /// When to apply the last view again (some of it could not be programmed).
     pub retry_at: Option<Instant>,
 }
@@ -41,10 +42,11 @@ impl ClusterLink {
     }
 
     /// A write of this daemon's changed the store at `revision` (None: it
-    /// changed nothing, and no view will show it).
-    pub fn note_write(&mut self, revision: Option<i64>) {
-        if let Some(revision) = revision {
-            self.written = self.written.max(revision);
+    /// changed nothing, and no view will show it). A write to a store made
+    /// anew replaces what was noted of the old one.
+    pub fn note_write(&mut self, revision: Option<Revision>) {
+        if let Some(revision) = revision.filter(|r| !r.is_before(&self.written)) {
+            self.written = revision;
         }
     }
 }
@@ -68,7 +70,7 @@ impl Daemon {
             .collect();
         log::info!("cluster store {}: this host's VTEP is {advertise}", config.store);
         let store = Cluster::start(config, owned)?;
-        self.cluster = Some(ClusterLink { store, view: View::default(), written: 0, retry_at: None });
+        self.cluster = Some(ClusterLink { store, view: View::default(), written: Revision::default(), retry_at: None });
         let deadline = Instant::now() + FIRST_VIEW_WAIT;
         while Instant::now() < deadline {
             if self.tick() {
@@ -86,7 +88,7 @@ impl Daemon {
     pub fn tick(&mut self) -> bool {
         let Some(link) = &mut self.cluster else { return false };
         let view = match link.store.take_view() {
-            Some(view) if view.revision < link.written => return true, // the view our write makes follows
+            Some(view) if view.revision.is_before(&link.written) => return true, // the view our write makes follows
             Some(view) => view,
             None if link.retry_at.is_some_and(|at| Instant::now() >= at) => link.view.clone(),
             None => return false,
@@ -109,7 +111,7 @@ impl Daemon {
             .collect();
         for name in gone {
             if self.state.endpoints_of(&name).next().is_some() {
-                log::error!("network {name} was removed from the cluster but has ports here: kept");
+                self.keep_network_with_ports(&name, &view);
                 continue;
             }
             match self.remove_network_here(&name) {
@@ -136,6 +138,25 @@ impl Daemon {
             if let Err(e) = self.save() {
                 log::error!("{e}");
             }
+        }
+    }
+
+    /// A cluster network the store does not have (any more) but this host
+    /// has ports on: the store lost it (wiped, or restored from an older
+    /// copy), as removing it anywhere needs it to have no ports. It is
+    /// written back, unless the store has another network of its name.
+    fn keep_network_with_ports(&mut self, name: &str, view: &View) {
+        let (Some(net), Some(link)) = (self.state.network(name).cloned(), &mut self.cluster) else { return };
+        if view.networks.contains_key(name) {
+            log::error!("network {name} was made anew in the cluster but has ports here: kept as it was");
+            return;
+        }
+        match link.store.create_network(&net) {
+            Ok(revision) => {
+                link.note_write(revision);
+                log::warn!("network {name} was missing from the cluster store: written back (it has ports here)");
+            }
+            Err(e) => log::error!("network {name} is missing from the cluster store and has ports here: {e}"),
         }
     }
 
