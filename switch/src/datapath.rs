@@ -221,8 +221,7 @@ impl Domain {
     fn rebuilt(&self, ports: Vec<Arc<Port>>, remotes: Arc<[RemoteEndpoint]>) -> Domain {
         let endpoints =
             || ports.iter().filter(|p| !p.is_tunnel()).map(|p| (p.id, p.spec.mac, p.spec.ipv4, p.spec.ipv6));
-        let tunnel_to = |vtep: Ipv4Addr| ports.iter().find(|p| p.tunnel == Some(vtep)).map(|p| p.id);
-        let remote = remotes.iter().filter_map(|r| tunnel_to(r.vtep).map(|id| (id, r.mac, r.ipv4, r.ipv6)));
+        let remote = remotes.iter().filter_map(|r| tunnel_to(&ports, r.vtep).map(|id| (id, r.mac, r.ipv4, r.ipv6)));
         // Local endpoints last: they win over a remote claiming the same address.
         let all: Vec<_> = remote.chain(endpoints()).collect();
         let neighbours = all.iter().map(|(id, mac, ip, _)| (*ip, (*mac, *id))).collect();
@@ -240,8 +239,8 @@ impl Domain {
     /// where it has one, unless a local endpoint has that MAC.
     fn remote_pins(&self) -> impl Iterator<Item = (MacAddr, PortId)> + '_ {
         let local_mac = |mac: MacAddr| self.ports.iter().any(|p| !p.is_tunnel() && p.spec.mac == mac);
-        let tunnel_to = |vtep: Ipv4Addr| self.ports.iter().find(|p| p.tunnel == Some(vtep)).map(|p| p.id);
-        self.remotes.iter().filter(move |r| !local_mac(r.mac)).filter_map(move |r| Some((r.mac, tunnel_to(r.vtep)?)))
+        let remotes = self.remotes.iter().filter(move |r| !local_mac(r.mac));
+        remotes.filter_map(|r| Some((r.mac, tunnel_to(&self.ports, r.vtep)?)))
     }
 
     /// Pin every remote endpoint's MAC to its tunnel.
@@ -250,6 +249,11 @@ impl Domain {
             self.fdb.add_static(mac, port);
         }
     }
+}
+
+/// The tunnel port among `ports` to the VTEP at `vtep`.
+fn tunnel_to(ports: &[Arc<Port>], vtep: Ipv4Addr) -> Option<PortId> {
+    ports.iter().find(|p| p.tunnel == Some(vtep)).map(|p| p.id)
 }
 
 /// A port's IPv6 addresses: its global one, if any, and the link-local one
