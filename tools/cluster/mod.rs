@@ -32,6 +32,8 @@ use txn::{absent, delete, get, get_prefix, none_under, present, put};
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 /// A host's lease by default: its endpoints disappear this long after it dies.
 pub const DEFAULT_TTL: Duration = Duration::from_secs(15);
+/// A day: a dead host's endpoints should not outlive it by more.
+const MAX_TTL: Duration = Duration::from_secs(86_400);
 
 /// `--cluster-store` and `--cluster-advertise`, checked.
 #[derive(Clone, Debug, PartialEq)]
@@ -77,8 +79,8 @@ impl ClusterConfig {
                 ip
             }
         };
-        if ttl < Duration::from_secs(2) {
-            return Err("--cluster-ttl must be at least 2 seconds".into());
+        if ttl < Duration::from_secs(2) || ttl > MAX_TTL {
+            return Err(format!("invalid --cluster-ttl {}: want 2 to {} seconds", ttl.as_secs(), MAX_TTL.as_secs()));
         }
         Ok(ClusterConfig { store: store.to_string(), endpoints, advertise, ttl })
     }
@@ -113,6 +115,20 @@ impl Shared {
 
     fn stopping(&self) -> bool {
         self.stop.load(Ordering::SeqCst)
+    }
+
+    /// The lease this host's records go under; none while the store is away.
+    fn current_lease(&self) -> Result<i64, String> {
+        match self.lease.load(Ordering::SeqCst) {
+            0 => Err(format!("cluster store {} is unreachable; nothing was changed", self.config.store)),
+            lease => Ok(lease),
+        }
+    }
+
+    /// The revision a transaction of the daemon's brought the store to, if
+    /// it changed anything, in the history the store thread follows.
+    fn changed_revision(&self, response: &pb::TxnResponse) -> Option<Revision> {
+        txn::changed_revision(self.epoch.load(Ordering::SeqCst), response)
     }
 }
 
@@ -184,7 +200,7 @@ impl Cluster {
                 format!("VNI {vni} is in use in the cluster")
             });
         }
-        Ok(txn::changed_revision(self.shared.epoch.load(Ordering::SeqCst), &response))
+        Ok(self.shared.changed_revision(&response))
     }
 
     /// Remove an overlay network from the cluster, unless some host still
@@ -199,7 +215,7 @@ impl Cluster {
         if !response.succeeded {
             return Err(format!("network {name} has active ports on other hosts (del-port them there first)"));
         }
-        Ok(txn::changed_revision(self.shared.epoch.load(Ordering::SeqCst), &response))
+        Ok(self.shared.changed_revision(&response))
     }
 
     /// Claim the endpoint's addresses and publish it, all or nothing, under
@@ -207,11 +223,7 @@ impl Cluster {
     pub fn claim_endpoint(&mut self, ep: &Endpoint) -> Result<Option<Revision>, ClaimError> {
         let shared = self.shared.clone();
         let mut owned = shared.owned.blocking_lock();
-        let lease = shared.lease.load(Ordering::SeqCst);
-        if lease == 0 {
-            let store = &shared.config.store;
-            return Err(ClaimError::Store(format!("cluster store {store} is unreachable; nothing was changed")));
-        }
+        let lease = shared.current_lease().map_err(ClaimError::Store)?;
         let records = records::endpoint_records(shared.config.advertise, ep);
         let network = records::network_key(&ep.network);
         let mut compare: Vec<_> = records.iter().map(|(key, _)| absent(key)).collect();
@@ -240,23 +252,20 @@ impl Cluster {
             return Err(ClaimError::Taken(current));
         }
         owned.insert(ep.id.clone(), records);
-        Ok(txn::changed_revision(self.shared.epoch.load(Ordering::SeqCst), &response))
+        Ok(self.shared.changed_revision(&response))
     }
 
     /// Publish the changed record of an endpoint this host has claimed.
     pub fn update_endpoint(&mut self, ep: &Endpoint) -> Result<Option<Revision>, String> {
         let shared = self.shared.clone();
         let mut owned = shared.owned.blocking_lock();
-        let lease = shared.lease.load(Ordering::SeqCst);
-        if lease == 0 {
-            return Err(format!("cluster store {} is unreachable; nothing was changed", shared.config.store));
-        }
+        let lease = shared.current_lease()?;
         let records = records::endpoint_records(shared.config.advertise, ep);
         let (key, value) = records.last().expect("the endpoint's own record comes last");
         let txn = TxnRequest { compare: vec![], success: vec![put(key, value, lease)], failure: vec![] };
         let response = self.txn(txn)?;
         owned.insert(ep.id.clone(), records);
-        Ok(txn::changed_revision(self.shared.epoch.load(Ordering::SeqCst), &response))
+        Ok(self.shared.changed_revision(&response))
     }
 
     /// Withdraw the endpoint and free its addresses everywhere (those it
@@ -267,7 +276,7 @@ impl Cluster {
         let records = records::endpoint_records(shared.config.advertise, ep);
         let response = self.txn(txn::withdraw(&records))?;
         owned.remove(&ep.id);
-        Ok(txn::changed_revision(self.shared.epoch.load(Ordering::SeqCst), &response))
+        Ok(self.shared.changed_revision(&response))
     }
 
     /// Run one transaction on this thread, within the timeout. A failed
@@ -337,6 +346,9 @@ mod tests {
             let e = ClusterConfig::parse(store, advertise, UPLINK, DEFAULT_TTL).unwrap_err();
             assert!(e.contains(words), "{store} {advertise:?}: {e}");
         }
-        assert!(ClusterConfig::parse("etcd://h:1", None, UPLINK, Duration::from_secs(1)).is_err());
+        for secs in [1, 86_401, u64::MAX] {
+            let e = ClusterConfig::parse("etcd://h:1", None, UPLINK, Duration::from_secs(secs)).unwrap_err();
+            assert!(e.contains("--cluster-ttl"), "{e}");
+        }
     }
 }
