@@ -319,9 +319,7 @@ fn err(e: impl std::fmt::Display) -> String {
 
 /// The Open vSwitch column is only measured where ovs-vsctl is installed.
 fn ovs_note() -> String {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    let installed = std::env::split_paths(&path).any(|dir| dir.join("ovs-vsctl").is_file());
-    if installed {
+    if topo::find_in_path("ovs-vsctl").is_some() {
         "OVS: ovs-vsctl is installed, but this bench has no Open vSwitch column yet; skipped".into()
     } else {
         "OVS: not installed, skipped".into()

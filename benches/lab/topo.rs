@@ -448,8 +448,13 @@ pub fn kernel_nat(cleanup: &mut Cleanup) -> Nat {
 
 /// The `nft` binary on PATH, if nftables is installed.
 pub fn nft_binary() -> Option<PathBuf> {
+    find_in_path("nft")
+}
+
+/// Where the program `name` is on PATH, if anywhere.
+pub fn find_in_path(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path).map(|dir| dir.join("nft")).find(|p| p.is_file())
+    std::env::split_paths(&path).map(|dir| dir.join(name)).find(|p| p.is_file())
 }
 
 /// Masquerade the kernel NAT container subnet out of the router's uplink:
