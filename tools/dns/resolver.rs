@@ -264,6 +264,18 @@ fn header_of(m: &Message) -> Header {
     }
 }
 
+/// The IPv4 addresses an answer carries (tests of the resolver and server).
+#[cfg(test)]
+pub(super) fn a_records(m: &Message) -> Vec<std::net::Ipv4Addr> {
+    m.answers
+        .iter()
+        .filter_map(|r| match r.data {
+            RData::A(A(ip)) => Some(ip),
+            _ => None,
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::names::Endpoint;
@@ -319,16 +331,6 @@ mod tests {
         }
     }
 
-    fn v4s(m: &Message) -> Vec<Ipv4Addr> {
-        m.answers
-            .iter()
-            .filter_map(|r| match r.data {
-                RData::A(A(ip)) => Some(ip),
-                _ => None,
-            })
-            .collect()
-    }
-
     #[test]
     fn a_and_aaaa_for_names_and_aliases() {
         let r = resolver();
@@ -336,7 +338,7 @@ mod tests {
         assert_eq!(m.response_code, ResponseCode::NoError);
         assert_eq!(m.id, 0xbeef);
         assert!(m.recursion_available && m.recursion_desired && !m.authoritative);
-        assert_eq!(v4s(&m), [Ipv4Addr::new(10, 1, 0, 3)]);
+        assert_eq!(a_records(&m), [Ipv4Addr::new(10, 1, 0, 3)]);
         assert_eq!(m.answers[0].ttl, LOCAL_TTL);
         assert_eq!(m.queries.len(), 1);
 
@@ -356,7 +358,7 @@ mod tests {
     fn case_insensitive_and_the_askers_case_kept() {
         let r = resolver();
         let m = reply_of(ask(&r, "WeB.", RecordType::A, DB, "front"));
-        assert_eq!(v4s(&m), [Ipv4Addr::new(10, 1, 0, 2)]);
+        assert_eq!(a_records(&m), [Ipv4Addr::new(10, 1, 0, 2)]);
         assert_eq!(m.answers[0].name.to_ascii(), "WeB.");
     }
 
@@ -364,11 +366,11 @@ mod tests {
     fn round_robin_over_an_alias() {
         let r = resolver();
         let firsts: Vec<Ipv4Addr> =
-            (0..4).map(|_| v4s(&reply_of(ask(&r, "store", RecordType::A, WEB, "front")))[0]).collect();
+            (0..4).map(|_| a_records(&reply_of(ask(&r, "store", RecordType::A, WEB, "front")))[0]).collect();
         assert_eq!(firsts[0], firsts[2]);
         assert_eq!(firsts[1], firsts[3]);
         assert_ne!(firsts[0], firsts[1]);
-        assert_eq!(v4s(&reply_of(ask(&r, "store", RecordType::A, WEB, "front"))).len(), 2);
+        assert_eq!(a_records(&reply_of(ask(&r, "store", RecordType::A, WEB, "front"))).len(), 2);
     }
 
     #[test]
@@ -419,7 +421,7 @@ mod tests {
         let r = resolver();
         let m = reply_of(ask(&r, "example.com", RecordType::A, "10.9.0.2", "vault"));
         assert_eq!(m.response_code, ResponseCode::ServFail);
-        assert_eq!(v4s(&reply_of(ask(&r, "safe", RecordType::A, "10.9.0.2", "vault"))).len(), 1);
+        assert_eq!(a_records(&reply_of(ask(&r, "safe", RecordType::A, "10.9.0.2", "vault"))).len(), 1);
     }
 
     #[test]

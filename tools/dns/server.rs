@@ -322,6 +322,7 @@ impl Connections {
 #[cfg(test)]
 mod tests {
     use super::super::names::{Endpoint, NameTable};
+    use super::super::resolver::a_records;
     use super::super::upstream::Upstreams;
     use super::*;
     use hickory_proto::op::{Message, MessageType, OpCode, Query, ResponseCode};
@@ -371,16 +372,6 @@ mod tests {
         let mut buf = [0u8; 4096];
         let (n, _) = c.recv_from(&mut buf).expect("an answer");
         Message::from_vec(&buf[..n]).unwrap()
-    }
-
-    fn a_records(m: &Message) -> Vec<Ipv4Addr> {
-        m.answers
-            .iter()
-            .filter_map(|r| match r.data {
-                RData::A(A(ip)) => Some(ip),
-                _ => None,
-            })
-            .collect()
     }
 
     /// A fake upstream on 127.0.0.1 that answers every A query with
