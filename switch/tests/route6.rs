@@ -88,6 +88,12 @@ fn echo(src: Ipv6Addr, dst: Ipv6Addr, macs: (MacAddr, MacAddr), hop_limit: u8, p
 }
 
 impl Lab {
+    /// Publish TCP 8080 on the uplink to port 80 of the container at `ip`.
+    fn publish_8080_to(&self, ip: Ipv4Addr) {
+        let target = switch::nat::Published { network: 1, ip, port: 80 };
+        self.sw.set_published([((6u8, 8080u16), target)].into_iter().collect());
+    }
+
     fn send_from_container(&self, frame: Vec<u8>) {
         self.container.inject(frame);
         self.sw.poll_all();
@@ -221,8 +227,7 @@ fn a_port_published_on_the_uplinks_ipv6_address_reaches_the_container_and_answer
     let lab = lab(false);
     let uplink_mac = lab.resolve_next_hop();
     lab.container.take_all();
-    let target = switch::nat::Published { network: 1, ip: Ipv4Addr::new(10, 1, 0, 2), port: 80 };
-    lab.sw.set_published([((6u8, 8080u16), target)].into_iter().collect());
+    lab.publish_8080_to(Ipv4Addr::new(10, 1, 0, 2));
     lab.send_from_uplink(tcp((REMOTE6, 40000), (UPLINK_IP6, 8080), (NEXT_HOP_MAC, uplink_mac), 0x02));
     let got = lab.container.take_all();
     assert_eq!(got.len(), 1, "the SYN reached the container");
@@ -251,8 +256,7 @@ fn a_container_reaches_a_port_published_on_the_ipv6_uplink_address_hairpin() {
         queues: vec![server.clone()],
     };
     lab.sw.add_port(spec).unwrap();
-    let target = switch::nat::Published { network: 1, ip: Ipv4Addr::new(10, 1, 0, 3), port: 80 };
-    lab.sw.set_published([((6u8, 8080u16), target)].into_iter().collect());
+    lab.publish_8080_to(Ipv4Addr::new(10, 1, 0, 3));
     lab.send_from_container(tcp((CONTAINER6, 41000), (UPLINK_IP6, 8080), (lab.container_mac, gateway_mac()), 0x02));
     let got = server.take_all();
     assert_eq!(got.len(), 1, "the SYN reached the published port's container");
@@ -283,8 +287,7 @@ fn packet_too_big_for_a_published_flow_reaches_its_container() {
     let lab = lab(false);
     let uplink_mac = lab.resolve_next_hop();
     lab.container.take_all();
-    let target = switch::nat::Published { network: 1, ip: Ipv4Addr::new(10, 1, 0, 2), port: 80 };
-    lab.sw.set_published([((6u8, 8080u16), target)].into_iter().collect());
+    lab.publish_8080_to(Ipv4Addr::new(10, 1, 0, 2));
     lab.send_from_uplink(tcp((REMOTE6, 40000), (UPLINK_IP6, 8080), (NEXT_HOP_MAC, uplink_mac), 0x02));
     lab.container.take_all();
     lab.send_from_container(tcp((CONTAINER6, 80), (REMOTE6, 40000), (lab.container_mac, gateway_mac()), 0x12));
