@@ -112,14 +112,20 @@ fn partial_checksums_are_finished_for_ports_without_offloads() {
     assert_eq!(sw.report().drops.malformed, 0);
 }
 
-#[test]
-fn the_gateway_finishes_a_partial_checksum_before_reading_it() {
-    let a = Arc::new(MemPort::with_offloads(64));
-    let sw = switch_with(&[(2, a.clone())]);
+/// An echo request from host 2 to the gateway.
+fn echo_to_gateway() -> Vec<u8> {
     let me = (MacAddr::from_ipv4(host_ip(2)), host_ip(2));
     let mut req = vec![0u8; 128];
     let len = icmp::write_echo_request(&mut req, me, (MacAddr::from_ipv4(GATEWAY), GATEWAY), 1, 1, b"abc");
     req.truncate(len);
+    req
+}
+
+#[test]
+fn the_gateway_finishes_a_partial_checksum_before_reading_it() {
+    let a = Arc::new(MemPort::with_offloads(64));
+    let sw = switch_with(&[(2, a.clone())]);
+    let mut req = echo_to_gateway();
     req[34 + 2..34 + 4].fill(0); // left for the "hardware" to fill in
     let offload = Offload { flags: F_NEEDS_CSUM, csum_start: 34, csum_offset: 2, ..Offload::NONE };
     a.inject_offloaded(req, offload);
@@ -148,10 +154,7 @@ fn lying_offload_metadata_is_counted_not_trusted() {
 fn offload_metadata_pointing_into_the_headers_is_refused_not_obeyed() {
     let a = Arc::new(MemPort::with_offloads(64));
     let sw = switch_with(&[(2, a.clone())]);
-    let me = (MacAddr::from_ipv4(host_ip(2)), host_ip(2));
-    let mut req = vec![0u8; 128];
-    let len = icmp::write_echo_request(&mut req, me, (MacAddr::from_ipv4(GATEWAY), GATEWAY), 1, 1, b"abc");
-    req.truncate(len);
+    let req = echo_to_gateway();
     // "Finish a checksum" over the Ethernet header, onto the EtherType.
     let hostile = Offload { flags: F_NEEDS_CSUM, csum_start: 0, csum_offset: 12, ..Offload::NONE };
     a.inject_offloaded(req, hostile);
@@ -165,10 +168,7 @@ fn random_offload_metadata_never_panics() {
     let (a, b) = (Arc::new(MemPort::with_offloads(64)), Arc::new(MemPort::new(64)));
     let sw = switch_with(&[(2, a.clone()), (3, b.clone())]);
     let (tcp, _) = tcp_super_frame(3, 3000, 1448);
-    let me = (MacAddr::from_ipv4(host_ip(2)), host_ip(2));
-    let mut ping = vec![0u8; 128];
-    let len = icmp::write_echo_request(&mut ping, me, (MacAddr::from_ipv4(GATEWAY), GATEWAY), 1, 1, b"abc");
-    ping.truncate(len);
+    let ping = echo_to_gateway();
     let mut seed = 0x1234_5678_9abc_def0u64;
     for i in 0..20_000 {
         seed ^= seed << 13;
